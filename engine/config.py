@@ -1,0 +1,87 @@
+"""Simulation configuration: frozen dataclasses validated on construction.
+
+Units are SI throughout (metres, seconds, kilograms, pascals). The domain is the cube
+``[0, domain_size]^3`` with z up; the background grid has ``grid_res`` cells per axis.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+def _finite(name: str, value: float) -> None:
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """MLS-MPM solver settings.
+
+    Attributes:
+        grid_res: background grid cells per axis (dx = domain_size / grid_res).
+        domain_size: edge length of the cubic domain [m].
+        dt: substep length [s].
+        substeps: substeps per control step (one env step / one action).
+        gravity: gravitational acceleration [m/s^2], z up.
+        boundary_cells: thickness of the domain walls in grid cells; particles must start inside
+            ``[boundary_cells*dx, domain_size - boundary_cells*dx]``.
+        max_speed: a particle faster than this [m/s] counts as a blow-up; None means the CFL
+            speed dx/dt (a particle crossing a whole cell per substep).
+    """
+
+    grid_res: int = 64
+    domain_size: float = 1.0
+    dt: float = 2e-4
+    substeps: int = 10
+    gravity: tuple[float, float, float] = (0.0, 0.0, -9.81)
+    boundary_cells: int = 3
+    max_speed: float | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.grid_res, int) or self.grid_res < 8:
+            raise ValueError(f"grid_res must be an int >= 8, got {self.grid_res!r}")
+        for name in ("domain_size", "dt"):
+            value = getattr(self, name)
+            _finite(name, value)
+            if value <= 0:
+                raise ValueError(f"{name} must be > 0, got {value!r}")
+        if not isinstance(self.substeps, int) or self.substeps < 1:
+            raise ValueError(f"substeps must be an int >= 1, got {self.substeps!r}")
+        if len(self.gravity) != 3:
+            raise ValueError(f"gravity must have 3 components, got {self.gravity!r}")
+        for g in self.gravity:
+            _finite("gravity", g)
+        if not isinstance(self.boundary_cells, int) or not 1 <= self.boundary_cells < self.grid_res // 4:
+            raise ValueError(f"boundary_cells must be an int in [1, grid_res/4), got {self.boundary_cells!r}")
+        if self.max_speed is not None:
+            _finite("max_speed", self.max_speed)
+            if self.max_speed <= 0:
+                raise ValueError(f"max_speed must be > 0, got {self.max_speed!r}")
+
+    @property
+    def dx(self) -> float:
+        """Grid spacing [m]."""
+        return self.domain_size / self.grid_res
+
+    @property
+    def speed_limit(self) -> float:
+        """Blow-up threshold on particle speed [m/s]."""
+        return self.max_speed if self.max_speed is not None else self.dx / self.dt
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    """Checkpointing of differentiable rollouts.
+
+    Attributes:
+        every: substeps between stored states; None picks ceil(sqrt(total substeps)), which keeps
+            memory O(sqrt(n)) states at the cost of one extra forward pass in backward.
+    """
+
+    every: int | None = None
+
+    def __post_init__(self):
+        if self.every is not None and (not isinstance(self.every, int) or self.every < 1):
+            raise ValueError(f"checkpoint every must be an int >= 1 or None, got {self.every!r}")

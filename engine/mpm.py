@@ -1,0 +1,463 @@
+"""MLS-MPM substep kernels (Hu et al. 2018, "A moving least squares material point method with
+displacement discontinuity and two-way rigid body coupling", SIGGRAPH), with APIC transfers
+(Jiang et al. 2015), quadratic B-spline weights, and shape-matched rigid bodies (Mueller et al.
+2005, "Meshless deformations based on shape matching").
+
+One substep is ``stress -> p2g -> grid_update -> grid_collide* -> g2p -> project_out*``, plus
+``body_moments -> body_fit -> body_apply`` when the scene has rigid bodies. Every kernel takes
+ndarray arguments, so it compiles once per dtype and serves every scene and batch size.
+
+Conventions:
+* Particle buffers carry a leading *slot* axis then the batch axis: ``x[slot, b, p]`` (vec3),
+  ``v`` (vec3), ``C`` (mat3, APIC affine velocity matrix), ``F`` (mat3, deformation measure, see
+  materials.py), ``J`` (scalar). Kernels read slot ``s_in`` and write slot ``s_out`` and never
+  overwrite what they read, which Taichi's reverse-mode autodiff requires.
+* Grid buffers are ``grid_mv[b, i, j, k]`` (momentum, vec3), ``grid_m`` (mass), ``grid_v``
+  (velocity after forces and boundary conditions). Node (i, j, k) sits at (i, j, k) * dx.
+* Collider arrays are indexed ``[g, b, c]`` by the global substep g: ``collider_pos`` (vec3),
+  ``collider_quat`` (vec4, w x y z), ``collider_lin`` (vec3, m/s), ``collider_ang`` (vec3, rad/s,
+  world frame) hold the pose at the *start* of substep g and the velocity during it.
+  ``collider_contact[c] = (friction, mode)``; kind < 0 marks an unused slot.
+"""
+
+import taichi as ti
+
+from engine import colliders, runtime
+from engine.materials import N_PARAMS, P_DENSITY, kirchhoff_stress
+
+ndarray = ti.types.ndarray
+
+STICKY, SLIP, SEPARATE = 0, 1, 2
+POLAR_ITERATIONS = 8  # Newton iterations R <- (R + R^-T)/2; A is near a rotation, so this converges
+
+
+@ti.func
+def _stencil(xp, inv_dx):
+    """Base node and fractional offset (in cells) of a particle at xp."""
+    Xp = xp * inv_dx
+    base = ti.cast(Xp - 0.5, ti.i32)
+    return base, Xp - base
+
+
+@ti.func
+def _bspline_weight(fx, offset):
+    """Quadratic B-spline weight of node ``base + offset`` for fractional position fx.
+
+    With d = fx - offset the distance in cells: N(d) = 0.75 - d^2 for |d| < 1/2 (offset 1) and
+    (1.5 - |d|)^2 / 2 for 1/2 <= |d| < 3/2 (offsets 0 and 2).
+    """
+    w = ti.Vector.zero(float, 3)
+    for a in ti.static(range(3)):
+        d = fx[a] - offset[a]
+        w[a] = ti.select(
+            offset[a] == 0,
+            0.5 * (1.5 - d) ** 2,
+            ti.select(offset[a] == 1, 0.75 - d * d, 0.5 * (1.5 + d) ** 2),
+        )
+    return w[0] * w[1] * w[2]
+
+
+@ti.func
+def _node_offset(n):
+    """Stencil node n in [0, 27) as an offset (i, j, k) in {0, 1, 2}^3."""
+    return ti.Vector([n // 9, (n // 3) % 3, n % 3])
+
+
+# Transfers come in two forms computing the same arithmetic:
+# * ``p2g`` / ``g2p``: one particle per iteration, the 27-node stencil unrolled - the fast forward.
+# * ``p2g_node`` / ``g2p_node`` + ``advect``: one (particle, node) pair per iteration. Only their
+#   ``.grad`` is used. Taichi's reverse mode requires loop bodies without inner loops (its
+#   "kernel simplicity rule": statements beside a non-static inner loop are silently dropped), and
+#   the reverse-mode compile of the unrolled stencil takes ~100 s on this CPU; the flattened
+#   form differentiates correctly and compiles in under a second.
+
+
+@ti.kernel
+def stress(
+    C: ndarray(),
+    F: ndarray(),
+    J: ndarray(),
+    s_in: ti.i32,
+    s_out: ti.i32,
+    kind: ti.template(),
+    m_id: ti.i32,
+    particles: ndarray(),
+    volume: ndarray(),
+    params: ndarray(),
+    affine: ndarray(),
+    dt: float,
+    inv_dx: float,
+):
+    """Constitutive update of every particle and its MLS-MPM affine momentum matrix
+    ``affine = -dt V0 (4/dx^2) tau + m C`` (Hu et al. 2018, eq. 29 with APIC), written to
+    ``affine[b, p]``, for the particles ``particles`` of material ``m_id`` (model ``kind``). One
+    launch per material, kept apart from the scatter: each kernel's adjoint stays small."""
+    for b, q in ti.ndrange(C.shape[1], particles.shape[0]):
+        p = particles[q]
+        row = ti.Vector([params[b, m_id, r] for r in ti.static(range(N_PARAMS))])
+        Cp = C[s_in, b, p]
+        tau, F_new, J_new = kirchhoff_stress(kind, F[s_in, b, p], J[s_in, b, p], Cp, row, dt)
+        F[s_out, b, p] = F_new
+        J[s_out, b, p] = J_new
+        V0 = volume[p]
+        affine[b, p] = (-dt * V0 * 4.0 * inv_dx * inv_dx) * tau + (V0 * row[P_DENSITY]) * Cp
+
+
+@ti.kernel
+def p2g(
+    x: ndarray(),
+    v: ndarray(),
+    s_in: ti.i32,
+    material_id: ndarray(),
+    volume: ndarray(),
+    params: ndarray(),
+    affine: ndarray(),
+    grid_mv: ndarray(),
+    grid_m: ndarray(),
+    inv_dx: float,
+):
+    """Particle-to-grid scatter of mass and APIC momentum m v + affine (x_i - x_p)."""
+    for b, p in ti.ndrange(x.shape[1], x.shape[2]):
+        base, fx = _stencil(x[s_in, b, p], inv_dx)
+        mass = volume[p] * params[b, material_id[p], P_DENSITY]
+        mv = mass * v[s_in, b, p]
+        A = affine[b, p]
+        for i, j, k in ti.static(ti.ndrange(3, 3, 3)):
+            offset = ti.Vector([i, j, k])
+            dpos = (offset - fx) / inv_dx
+            weight = _bspline_weight(fx, offset)
+            node = base + offset
+            grid_mv[b, node[0], node[1], node[2]] += weight * (mv + A @ dpos)
+            grid_m[b, node[0], node[1], node[2]] += weight * mass
+
+
+@ti.kernel
+def p2g_node(
+    x: ndarray(),
+    v: ndarray(),
+    s_in: ti.i32,
+    material_id: ndarray(),
+    volume: ndarray(),
+    params: ndarray(),
+    affine: ndarray(),
+    grid_mv: ndarray(),
+    grid_m: ndarray(),
+    inv_dx: float,
+):
+    """:func:`p2g` with one (particle, node) pair per iteration; differentiated, never run forward."""
+    for b, p, n in ti.ndrange(x.shape[1], x.shape[2], 27):
+        base, fx = _stencil(x[s_in, b, p], inv_dx)
+        offset = _node_offset(n)
+        mass = volume[p] * params[b, material_id[p], P_DENSITY]
+        dpos = (offset - fx) / inv_dx
+        weight = _bspline_weight(fx, offset)
+        node = base + offset
+        grid_mv[b, node[0], node[1], node[2]] += weight * (mass * v[s_in, b, p] + affine[b, p] @ dpos)
+        grid_m[b, node[0], node[1], node[2]] += weight * mass
+
+
+@ti.kernel
+def grid_update(
+    grid_mv: ndarray(),
+    grid_m: ndarray(),
+    grid_v: ndarray(),
+    gravity: ti.math.vec3,
+    dt: float,
+    bound: ti.i32,
+):
+    """Grid momentum -> velocity, plus gravity and slip domain walls; writes ``grid_v[0]``."""
+    for b, i, j, k in ti.ndrange(grid_m.shape[0], grid_m.shape[1], grid_m.shape[2], grid_m.shape[3]):
+        m = grid_m[b, i, j, k]
+        v = ti.Vector.zero(float, 3)
+        if m > 0.0:
+            v = grid_mv[b, i, j, k] / m + dt * gravity
+            node = ti.Vector([i, j, k])
+            for a in ti.static(range(3)):
+                if node[a] < bound and v[a] < 0.0:
+                    v[a] = 0.0
+                if node[a] > grid_m.shape[1] - bound and v[a] > 0.0:
+                    v[a] = 0.0
+        grid_v[0, b, i, j, k] = v
+
+
+@ti.kernel
+def grid_collide(
+    grid_m: ndarray(),
+    grid_v: ndarray(),
+    c: ti.i32,
+    kind: ti.template(),
+    collider_shape: ndarray(),
+    collider_contact: ndarray(),
+    collider_pos: ndarray(),
+    collider_quat: ndarray(),
+    collider_lin: ndarray(),
+    collider_ang: ndarray(),
+    mesh_sdf: ndarray(),
+    g: ti.i32,
+    dx: float,
+):
+    """Contact of the grid with kinematic collider c (of shape ``kind``): ``grid_v[c] ->
+    grid_v[c + 1]``. Inside the collider the velocity relative to the collider loses its normal
+    part (all of it for sticky; only if approaching for separate; always for slip) and the
+    tangential part is reduced by Coulomb friction mu |v_n|."""
+    for b, i, j, k in ti.ndrange(grid_v.shape[1], grid_v.shape[2], grid_v.shape[3], grid_v.shape[4]):
+        v = grid_v[c, b, i, j, k]
+        out = v
+        if grid_m[b, i, j, k] > 0.0:
+            p = ti.Vector([i, j, k]) * dx
+            pos = collider_pos[g, b, c]
+            res = colliders.sdf_world_static(kind, collider_shape[c], pos, collider_quat[g, b, c], p, mesh_sdf)
+            if res[0] < 0.0:
+                n = ti.Vector([res[1], res[2], res[3]])
+                v_collider = collider_lin[g, b, c] + collider_ang[g, b, c].cross(p - pos)
+                v_rel = v - v_collider
+                friction = collider_contact[c][0]
+                mode = ti.cast(collider_contact[c][1], ti.i32)
+                vn = v_rel.dot(n)
+                if mode == STICKY:
+                    v_rel = ti.Vector.zero(float, 3)
+                elif mode == SLIP or vn < 0.0:
+                    v_t = v_rel - vn * n
+                    if vn < 0.0:
+                        v_t_norm = ti.sqrt(v_t.dot(v_t) + 1e-20)
+                        v_t = v_t * ti.max(0.0, 1.0 + friction * vn / v_t_norm)
+                    v_rel = v_t
+                out = v_collider + v_rel
+        grid_v[c + 1, b, i, j, k] = out
+
+
+@ti.kernel
+def g2p(
+    x: ndarray(),
+    s_in: ti.i32,
+    x_out: ndarray(),
+    v_out: ndarray(),
+    s_v: ti.i32,
+    C_out: ndarray(),
+    s_C: ti.i32,
+    grid_v: ndarray(),
+    g_final: ti.i32,
+    dt: float,
+    inv_dx: float,
+    lo: float,
+    hi: float,
+):
+    """Grid-to-particle APIC transfer from ``grid_v[g_final]`` and advection, clamped to the
+    domain interior. Writes the new position to ``x_out[0]`` (colliders project it further)."""
+    for b, p in ti.ndrange(x.shape[1], x.shape[2]):
+        xp = x[s_in, b, p]
+        base, fx = _stencil(xp, inv_dx)
+        new_v = ti.Vector.zero(float, 3)
+        new_C = ti.Matrix.zero(float, 3, 3)
+        for i, j, k in ti.static(ti.ndrange(3, 3, 3)):
+            offset = ti.Vector([i, j, k])
+            dpos = offset - fx
+            weight = _bspline_weight(fx, offset)
+            node = base + offset
+            gv = grid_v[g_final, b, node[0], node[1], node[2]]
+            new_v += weight * gv
+            new_C += (4.0 * inv_dx * weight) * gv.outer_product(dpos)
+        x_out[0, b, p] = ti.math.clamp(xp + dt * new_v, lo, hi)
+        v_out[s_v, b, p] = new_v
+        C_out[s_C, b, p] = new_C
+
+
+@ti.kernel
+def g2p_node(
+    x: ndarray(),
+    s_in: ti.i32,
+    v_out: ndarray(),
+    s_v: ti.i32,
+    C_out: ndarray(),
+    s_C: ti.i32,
+    grid_v: ndarray(),
+    g_final: ti.i32,
+    inv_dx: float,
+):
+    """The velocity/APIC gather of :func:`g2p`, one (particle, node) pair per iteration
+    (accumulating into zeroed outputs); differentiated, never run forward."""
+    for b, p, n in ti.ndrange(x.shape[1], x.shape[2], 27):
+        base, fx = _stencil(x[s_in, b, p], inv_dx)
+        offset = _node_offset(n)
+        weight = _bspline_weight(fx, offset)
+        node = base + offset
+        gv = grid_v[g_final, b, node[0], node[1], node[2]]
+        v_out[s_v, b, p] += weight * gv
+        C_out[s_C, b, p] += (4.0 * inv_dx * weight) * gv.outer_product(offset - fx)
+
+
+@ti.kernel
+def advect(
+    x: ndarray(),
+    s_in: ti.i32,
+    v: ndarray(),
+    s_v: ti.i32,
+    x_out: ndarray(),
+    dt: float,
+    lo: float,
+    hi: float,
+):
+    """The advection step of :func:`g2p`: x_out[0] = clamp(x + dt v); differentiated only."""
+    for b, p in ti.ndrange(x.shape[1], x.shape[2]):
+        x_out[0, b, p] = ti.math.clamp(x[s_in, b, p] + dt * v[s_v, b, p], lo, hi)
+
+
+@ti.kernel
+def project_out(
+    x_chain: ndarray(),
+    c: ti.i32,
+    kind: ti.template(),
+    collider_shape: ndarray(),
+    collider_pos: ndarray(),
+    collider_quat: ndarray(),
+    mesh_sdf: ndarray(),
+    g_end: ti.i32,
+):
+    """Move particles found inside collider c (pose at the end of the substep, index g_end) to
+    the nearest surface point x - d n: ``x_chain[c] -> x_chain[c + 1]``."""
+    for b, p in ti.ndrange(x_chain.shape[1], x_chain.shape[2]):
+        xp = x_chain[c, b, p]
+        res = colliders.sdf_world_static(
+            kind,
+            collider_shape[c],
+            collider_pos[g_end, b, c],
+            collider_quat[g_end, b, c],
+            xp,
+            mesh_sdf,
+        )
+        if res[0] < 0.0:
+            xp = xp - res[0] * ti.Vector([res[1], res[2], res[3]])
+        x_chain[c + 1, b, p] = xp
+
+
+@ti.kernel
+def body_moments(
+    x_free: ndarray(),
+    s_free: ti.i32,
+    body_id: ndarray(),
+    volume: ndarray(),
+    rest_offset: ndarray(),
+    body_sum_x: ndarray(),
+    body_Apq: ndarray(),
+):
+    """Per rigid body: sum V x and the shape-matching moment A_pq = sum V x q^T."""
+    for b, p in ti.ndrange(x_free.shape[1], x_free.shape[2]):
+        k = body_id[p]
+        if k >= 0:
+            Vx = volume[p] * x_free[s_free, b, p]
+            body_sum_x[b, k] += Vx
+            body_Apq[b, k] += Vx.outer_product(rest_offset[p])
+
+
+@ti.kernel
+def body_fit(
+    body_sum_x: ndarray(),
+    body_Apq: ndarray(),
+    body_volume: ndarray(),
+    body_Aqq_inv: ndarray(),
+    body_c: ndarray(),
+    body_R: ndarray(),
+):
+    """Best rigid fit per body: centre c and rotation R = polar(A_pq A_qq^-1) (Newton iteration)."""
+    for b, k in ti.ndrange(body_sum_x.shape[0], body_sum_x.shape[1]):
+        body_c[b, k] = body_sum_x[b, k] / body_volume[k]
+        R = body_Apq[b, k] @ body_Aqq_inv[k]
+        for _ in ti.static(range(POLAR_ITERATIONS)):
+            R = 0.5 * (R + R.inverse().transpose())
+        body_R[b, k] = R
+
+
+@ti.kernel
+def body_apply(
+    x_free: ndarray(),
+    s_free: ti.i32,
+    v_free: ndarray(),
+    body_id: ndarray(),
+    rest_offset: ndarray(),
+    body_c: ndarray(),
+    body_R: ndarray(),
+    x_out: ndarray(),
+    v_out: ndarray(),
+    s_out: ti.i32,
+    dt: float,
+):
+    """Move rigid particles to their shape-matching goals (velocity corrected to match);
+    copy every other particle through. Linear momentum is unchanged since sum V q = 0."""
+    for b, p in ti.ndrange(x_free.shape[1], x_free.shape[2]):
+        k = body_id[p]
+        xf = x_free[s_free, b, p]
+        vf = v_free[0, b, p]
+        if k >= 0:
+            goal = body_c[b, k] + body_R[b, k] @ rest_offset[p]
+            x_out[s_out, b, p] = goal
+            v_out[s_out, b, p] = vf + (goal - xf) / dt
+        else:
+            x_out[s_out, b, p] = xf
+            v_out[s_out, b, p] = vf
+
+
+@ti.kernel
+def check_state(x: ndarray(), v: ndarray(), s: ti.i32, speed_limit: float, status: ndarray()):
+    """status[b] = 1 if any position/velocity of scene b is NaN/Inf, 2 if a speed exceeds the limit."""
+    for b, p in ti.ndrange(x.shape[1], x.shape[2]):
+        xp = x[s, b, p]
+        vp = v[s, b, p]
+        flag = 0
+        for a in ti.static(range(3)):
+            if ti.math.isnan(xp[a]) or ti.math.isinf(xp[a]) or ti.math.isnan(vp[a]) or ti.math.isinf(vp[a]):
+                flag = 1
+        if flag == 0 and vp.dot(vp) > speed_limit * speed_limit:
+            flag = 2
+        if flag > 0:
+            ti.atomic_max(status[b], flag)
+
+
+@ti.kernel
+def copy_slot(src: ndarray(), s_src: ti.i32, dst: ndarray(), s_dst: ti.i32):
+    """dst[s_dst] = src[s_src] for one slotted particle buffer."""
+    for b, p in ti.ndrange(src.shape[1], src.shape[2]):
+        dst[s_dst, b, p] = src[s_src, b, p]
+
+
+def _make_transfers(element):
+    """Kernels moving one slot of a slotted buffer to/from a (B, N, ...) array of ``element``
+    (a torch tensor or ndarray), for element = vec3, mat3, or None for scalars."""
+    side = ndarray(ndim=2) if element is None else ndarray(dtype=element, ndim=2)
+
+    @ti.kernel
+    def read_slot(src: ndarray(), s: ti.i32, dst: side):
+        for b, p in ti.ndrange(src.shape[1], src.shape[2]):
+            dst[b, p] = src[s, b, p]
+
+    @ti.kernel
+    def write_slot(src: side, dst: ndarray(), s: ti.i32):
+        for b, p in ti.ndrange(dst.shape[1], dst.shape[2]):
+            dst[s, b, p] = src[b, p]
+
+    @ti.kernel
+    def add_to_slot(src: side, dst: ndarray(), s: ti.i32):
+        for b, p in ti.ndrange(dst.shape[1], dst.shape[2]):
+            dst[s, b, p] += src[b, p]
+
+    return read_slot, write_slot, add_to_slot
+
+
+_TRANSFERS: dict = {}
+
+
+def transfers(trailing: tuple[int, ...]):
+    """(read_slot, write_slot, add_to_slot) kernels for tensors (B, N, *trailing), trailing in
+    (), (3,), (3, 3). Built lazily: element types must be created after ti.init so that they
+    carry the runtime's float precision."""
+    if trailing not in _TRANSFERS:
+        real = runtime.real_dtype()
+        element = {(): None, (3,): ti.types.vector(3, real), (3, 3): ti.types.matrix(3, 3, real)}[trailing]
+        _TRANSFERS[trailing] = _make_transfers(element)
+    return _TRANSFERS[trailing]
+
+
+@ti.kernel
+def zero_slot(dst: ndarray(), s: ti.i32):
+    """dst[s] = 0."""
+    for b, p in ti.ndrange(dst.shape[1], dst.shape[2]):
+        dst[s, b, p] = ti.zero(dst[s, b, p])

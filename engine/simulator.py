@@ -1,0 +1,633 @@
+"""Simulator: composes the MLS-MPM kernels into steps and rollouts, forward and backward.
+
+* Fast path (RL): :meth:`Simulator.reset` / :meth:`Simulator.step` advance B scenes in place on a
+  two-slot ring buffer; no tape, no gradient buffers.
+* Differentiable path: :meth:`Simulator.rollout` runs T control steps and returns recorded
+  positions/velocities as torch tensors connected to ``x0, v0, params`` and the collider control
+  through one ``torch.autograd.Function`` (engine/autograd.py).
+* Checkpointing (Griewank's two-level scheme, as Warp's ``example_fluid_checkpoint``): the forward
+  pass stores the full particle state every ``every`` substeps (default ceil(sqrt(n))); backward
+  recomputes one segment at a time onto a tape of ``every`` states and runs the adjoint kernels
+  (Taichi reverse mode, ``kernel.grad``) substep by substep on a two-slot adjoint ring. Memory is
+  O((n/every + every) * state) instead of O(n * state); time is one extra forward pass.
+* Blow-ups are detected after every control step (NaN/Inf or speed above the CFL speed) and raise
+  :class:`engine.state.SimulationDiverged` naming the step and batch entries.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+import taichi as ti
+import torch
+
+from engine import colliders as colliders_mod
+from engine import mpm, runtime
+from engine.materials import N_PARAMS, PARAM_NAMES
+from engine.scene import check_stability
+from engine.state import Model, SimulationDiverged, State
+
+_FIELDS = ("x", "v", "C", "F", "J")
+
+
+class _ParticleBuffers:
+    """Slotted particle arrays x, v, C, F, J of shape (slots, B, N, ...)."""
+
+    def __init__(self, slots: int, batch: int, n: int, needs_grad: bool):
+        real = runtime.real_dtype()
+        shape = (slots, batch, n)
+        self.slots = slots
+        self.x = ti.ndarray(ti.types.vector(3, real), shape, needs_grad=needs_grad)
+        self.v = ti.ndarray(ti.types.vector(3, real), shape, needs_grad=needs_grad)
+        self.C = ti.ndarray(ti.types.matrix(3, 3, real), shape, needs_grad=needs_grad)
+        self.F = ti.ndarray(ti.types.matrix(3, 3, real), shape, needs_grad=needs_grad)
+        self.J = ti.ndarray(real, shape, needs_grad=needs_grad)
+
+    def arrays(self):
+        return [getattr(self, f) for f in _FIELDS]
+
+    def copy_slot_to(self, s: int, other: _ParticleBuffers, t: int) -> None:
+        for src, dst in zip(self.arrays(), other.arrays(), strict=True):
+            mpm.copy_slot(src, s, dst, t)
+
+    def zero_grad_slot(self, s: int) -> None:
+        for arr in self.arrays():
+            mpm.zero_slot(arr.grad, s)
+
+
+class _Control:
+    """Collider poses and velocities per substep, (n_sub + 1, B, K, ...) ndarrays."""
+
+    def __init__(self, pos, quat, lin, ang, needs_grad: bool):
+        real = runtime.real_dtype()
+        self.arrays = []
+        for value, dim in ((pos, 3), (quat, 4), (lin, 3), (ang, 3)):
+            arr = ti.ndarray(ti.types.vector(dim, real), value.shape[:3], needs_grad=needs_grad)
+            arr.from_numpy(value.detach().cpu().numpy().astype(_np_real()))
+            self.arrays.append(arr)
+        self.pos, self.quat, self.lin, self.ang = self.arrays
+
+    def zero_grad(self) -> None:
+        for arr in self.arrays:
+            arr.grad.fill(0)
+
+
+def _np_real():
+    return np.float64 if runtime.require().precision == "f64" else np.float32
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The shape of one rollout: substeps, recorded step boundaries, checkpoint spacing."""
+
+    n_steps: int
+    substeps: int
+    record_steps: tuple[int, ...]  # control steps (1-based) whose end state is returned
+    every: int
+
+    @property
+    def n_sub(self) -> int:
+        return self.n_steps * self.substeps
+
+    def record_index(self) -> dict[int, int]:
+        """substep index s (state after s substeps) -> output row."""
+        return {t * self.substeps: r for r, t in enumerate(self.record_steps)}
+
+
+@dataclass
+class Rollout:
+    """Result of :meth:`Simulator.rollout`.
+
+    Attributes:
+        steps: the recorded control steps (1-based: step t is the state after t actions).
+        x: (R, B, N, 3) positions at those steps [m] (differentiable).
+        v: (R, B, N, 3) velocities at those steps [m/s] (differentiable).
+        final: the full final state (x, v, collider poses differentiable; C, F, J detached).
+    """
+
+    steps: tuple[int, ...]
+    x: torch.Tensor
+    v: torch.Tensor
+    final: State
+
+
+class Simulator:
+    """B independent copies of one Model stepped in single kernel launches."""
+
+    def __init__(self, model: Model, batch_size: int = 1):
+        runtime.require()
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        self.model = model
+        self.config = model.config
+        self.batch_size = B = batch_size
+        self.n_particles = N = model.n_particles
+        self.n_colliders = model.n_colliders
+        real = runtime.real_dtype()
+        npr = _np_real()
+        cfg = self.config
+        self._dt, self._dx, self._inv_dx = cfg.dt, cfg.dx, 1.0 / cfg.dx
+        self._lo = cfg.boundary_cells * cfg.dx
+        self._hi = cfg.domain_size - cfg.boundary_cells * cfg.dx
+        self._gravity = ti.math.vec3(*cfg.gravity)
+
+        def upload(value, dtype, element=None, needs_grad=False):
+            value = np.ascontiguousarray(value)
+            shape = value.shape if element is None else value.shape[: value.ndim - len(element.get_shape())]
+            arr = ti.ndarray(dtype if element is None else element, shape, needs_grad=needs_grad)
+            arr.from_numpy(value.astype(npr if dtype is real else np.int32))
+            return arr
+
+        self.material_id = upload(model.material_id, ti.i32)
+        self._material_groups = [
+            (m.kind, m_id, upload(np.nonzero(model.material_id == m_id)[0], ti.i32))
+            for m_id, m in enumerate(model.materials)
+            if np.any(model.material_id == m_id)
+        ]
+        self.volume = upload(model.volume, real)
+        self.params = ti.ndarray(real, (B, len(model.materials), N_PARAMS), needs_grad=True)
+        self.body_id = upload(model.body_id, ti.i32)
+        self.rest_offset = upload(model.rest_offset, real, ti.types.vector(3, real))
+        self.n_bodies = nb = model.n_bodies
+        if nb:
+            self.body_volume = upload(model.body_volume, real)
+            self.body_Aqq_inv = upload(model.body_Aqq_inv, real, ti.types.matrix(3, 3, real))
+            vec3, mat3 = ti.types.vector(3, real), ti.types.matrix(3, 3, real)
+            self.body_sum_x = ti.ndarray(vec3, (B, nb), needs_grad=True)
+            self.body_Apq = ti.ndarray(mat3, (B, nb), needs_grad=True)
+            self.body_c = ti.ndarray(vec3, (B, nb), needs_grad=True)
+            self.body_R = ti.ndarray(mat3, (B, nb), needs_grad=True)
+            self.v_free = ti.ndarray(vec3, (1, B, N), needs_grad=True)
+
+        # Colliders: static description (one padding row when there is none, never read).
+        shapes = [c.shape for c in model.colliders]
+        mesh_sdf, shape_params = colliders_mod.pack_mesh_sdfs(shapes)
+        K = self.n_colliders
+        self.collider_kinds = tuple(int(c.shape.kind) for c in model.colliders)
+        shape_table = np.zeros((max(K, 1), colliders_mod.SHAPE_DIM))
+        contact = np.zeros((max(K, 1), 2))
+        for c, collider in enumerate(model.colliders):
+            shape_table[c] = shape_params[c]
+            contact[c] = (collider.contact.friction, collider.contact.mode_id)
+        self.collider_shape = upload(shape_table, real, ti.types.vector(colliders_mod.SHAPE_DIM, real))
+        self.collider_contact = upload(contact, real, ti.types.vector(2, real))
+        self.mesh_sdf = upload(np.asarray(mesh_sdf, dtype=np.float64), real)
+
+        n = cfg.grid_res
+        self.grid_mv = ti.ndarray(ti.types.vector(3, real), (B, n, n, n), needs_grad=True)
+        self.grid_m = ti.ndarray(real, (B, n, n, n), needs_grad=True)
+        self.affine = ti.ndarray(ti.types.matrix(3, 3, real), (B, N), needs_grad=True)
+        # grid_v[c]: grid velocity after gravity, walls and the first c colliders.
+        self.grid_v = ti.ndarray(ti.types.vector(3, real), (K + 1, B, n, n, n), needs_grad=True)
+        # x_chain[c]: advected positions after projection out of the first c colliders.
+        self.x_chain = ti.ndarray(ti.types.vector(3, real), (K + 1, B, N), needs_grad=True)
+        self._status = ti.ndarray(ti.i32, (B,))
+
+        self._ring = _ParticleBuffers(2, B, N, needs_grad=False)
+        self._adjoint: _ParticleBuffers | None = None
+        self._tape: _ParticleBuffers | None = None
+        self._slot = 0
+        self._pose: torch.Tensor | None = None
+        self._loaded_params: torch.Tensor | None = None
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def dtype(self) -> torch.dtype:
+        return runtime.torch_dtype()
+
+    def initial_state(self) -> State:
+        """The Model's initial state replicated over the batch (C = 0, F = I, J = 1)."""
+        B, N, dt = self.batch_size, self.n_particles, self.dtype
+        x = torch.as_tensor(self.model.x0, dtype=dt).expand(B, N, 3).clone()
+        v = torch.as_tensor(self.model.v0, dtype=dt).expand(B, N, 3).clone()
+        K = self.n_colliders
+        pose = torch.zeros(B, K, 7, dtype=dt)
+        for c, collider in enumerate(self.model.colliders):
+            pose[:, c] = torch.as_tensor(np.asarray(collider.pose, dtype=np.float64), dtype=dt)
+        return State(
+            x=x,
+            v=v,
+            C=torch.zeros(B, N, 3, 3, dtype=dt),
+            F=torch.eye(3, dtype=dt).expand(B, N, 3, 3).clone(),
+            J=torch.ones(B, N, dtype=dt),
+            collider_pose=pose,
+        )
+
+    def default_params(self) -> torch.Tensor:
+        """(B, M, 5) material parameter table of the Model's materials."""
+        table = torch.as_tensor(self.model.default_params(), dtype=self.dtype)
+        return table.expand(self.batch_size, *table.shape).clone()
+
+    def _check_params(self, params: torch.Tensor) -> torch.Tensor:
+        expected = (self.batch_size, len(self.model.materials), N_PARAMS)
+        if tuple(params.shape) != expected:
+            raise ValueError(f"params must have shape {expected} (B, materials, 5), got {tuple(params.shape)}")
+        values = params.detach().cpu().double().numpy()
+        for b in range(values.shape[0]):
+            for m, material in enumerate(self.model.materials):
+                trial = replace(material, **dict(zip(PARAM_NAMES, map(float, values[b, m]), strict=True)))
+                check_stability(trial, self.config)
+        return params
+
+    def _check_control(self, control: torch.Tensor, steps: int | None = None) -> None:
+        K = self.n_colliders
+        if control.ndim != 4 or tuple(control.shape[1:]) != (self.batch_size, K, 6):
+            raise ValueError(
+                f"control must have shape (T, {self.batch_size}, {K}, 6) "
+                f"(steps, batch, colliders, linear+angular velocity), got {tuple(control.shape)}"
+            )
+        if steps is not None and control.shape[0] != steps:
+            raise ValueError(f"control must have {steps} steps, got {control.shape[0]}")
+        if not torch.isfinite(control).all():
+            bad = torch.nonzero(~torch.isfinite(control))[0].tolist()
+            raise ValueError(f"control contains NaN/Inf (first at index {bad})")
+
+    def _check_state(self, state: State) -> None:
+        B, N, K = self.batch_size, self.n_particles, self.n_colliders
+        expected = {
+            "x": (B, N, 3),
+            "v": (B, N, 3),
+            "C": (B, N, 3, 3),
+            "F": (B, N, 3, 3),
+            "J": (B, N),
+            "collider_pose": (B, K, 7),
+        }
+        for name, shape in expected.items():
+            value = getattr(state, name)
+            if tuple(value.shape) != shape:
+                raise ValueError(f"state.{name} must have shape {shape}, got {tuple(value.shape)}")
+            if not torch.isfinite(value).all():
+                raise ValueError(f"state.{name} contains NaN/Inf")
+        x = state.x.detach()
+        if ((x < self._lo) | (x > self._hi)).any():
+            raise ValueError(f"state.x: particles outside the domain interior [{self._lo:.4g}, {self._hi:.4g}]^3")
+
+    def _load_params(self, params: torch.Tensor) -> None:
+        self.params.from_numpy(params.detach().cpu().numpy().astype(_np_real()))
+
+    def _collider_trajectory(self, pose0: torch.Tensor, control: torch.Tensor):
+        """Collider pose at every substep boundary and velocity during every substep (torch)."""
+        B, K, dt = self.batch_size, self.n_colliders, self.dtype
+        n_sub = control.shape[0] * self.config.substeps
+        if K == 0:
+            pose = torch.zeros(n_sub + 1, B, 1, 7, dtype=dt)
+            pose[..., 3] = 1.0
+            vel = torch.zeros(n_sub + 1, B, 1, 6, dtype=dt)
+            return pose, vel
+        padded = torch.cat([control, control[-1:]], dim=0)
+        poses, vels = colliders_mod.integrate_poses(pose0, padded, self.config.dt, self.config.substeps)
+        return poses[: n_sub + 1], vels[: n_sub + 1]
+
+    def _make_control(self, pose: torch.Tensor, vel: torch.Tensor, needs_grad: bool) -> _Control:
+        return _Control(pose[..., :3], pose[..., 3:], vel[..., :3], vel[..., 3:], needs_grad)
+
+    def _load_state(self, state: State, buffers: _ParticleBuffers, slot: int) -> None:
+        dt = self.dtype
+        for name, arr in zip(_FIELDS, buffers.arrays(), strict=True):
+            value = getattr(state, name).detach().to(dt).contiguous()
+            mpm.transfers(tuple(value.shape[2:]))[1](value, arr, slot)
+
+    def _read(self, arr, slot: int, trailing: tuple[int, ...]) -> torch.Tensor:
+        out = torch.empty(self.batch_size, self.n_particles, *trailing, dtype=self.dtype)
+        mpm.transfers(trailing)[0](arr, slot, out)
+        return out
+
+    def _read_state(self, buffers: _ParticleBuffers, slot: int, pose: torch.Tensor) -> State:
+        return State(
+            x=self._read(buffers.x, slot, (3,)),
+            v=self._read(buffers.v, slot, (3,)),
+            C=self._read(buffers.C, slot, (3, 3)),
+            F=self._read(buffers.F, slot, (3, 3)),
+            J=self._read(buffers.J, slot, ()),
+            collider_pose=pose,
+        )
+
+    # ------------------------------------------------------------------ kernels
+    def _substep(self, buf: _ParticleBuffers, s_in: int, s_out: int, g: int, ctrl: _Control) -> None:
+        """Forward substep g: particle slot s_in of ``buf`` -> slot s_out."""
+        self.grid_mv.fill(0)
+        self.grid_m.fill(0)
+        self._p2g(buf, s_in, s_out)
+        mpm.grid_update(
+            self.grid_mv,
+            self.grid_m,
+            self.grid_v,
+            self._gravity,
+            self._dt,
+            self.config.boundary_cells,
+        )
+        for c in range(self.n_colliders):
+            self._grid_collide(c, g, ctrl)
+        self._g2p(buf, s_in, s_out)
+        for c in range(self.n_colliders):
+            self._project_out(c, g, ctrl)
+        if self.n_bodies:
+            self.body_sum_x.fill(0)
+            self.body_Apq.fill(0)
+            self._body_moments()
+            self._body_fit()
+            self._body_apply(buf, s_out)
+        else:
+            mpm.copy_slot(self.x_chain, self.n_colliders, buf.x, s_out)
+
+    def _substep_backward(self, adj: _ParticleBuffers, a: int, b: int, g: int, ctrl: _Control) -> None:
+        """Adjoint of substep g (input slot a, output slot b); primal slot a must be loaded and
+        the output adjoint in slot b; accumulates into slot a, params and control gradients."""
+        adj.zero_grad_slot(a)
+        scratch = [self.affine, self.grid_mv, self.grid_m, self.grid_v, self.x_chain]
+        if self.n_bodies:
+            scratch += [self.v_free, self.body_sum_x, self.body_Apq, self.body_c, self.body_R]
+        for arr in scratch:
+            arr.grad.fill(0)
+        self._substep(adj, a, b, g, ctrl)  # recompute the intermediates of this substep
+        if self.n_bodies:
+            self._body_apply(adj, b, grad=True)
+            self._body_fit(grad=True)
+            self._body_moments(grad=True)
+        else:
+            mpm.copy_slot.grad(self.x_chain, self.n_colliders, adj.x, b)
+        for c in reversed(range(self.n_colliders)):
+            self._project_out(c, g, ctrl, grad=True)
+        self._g2p(adj, a, b, grad=True)
+        for c in reversed(range(self.n_colliders)):
+            self._grid_collide(c, g, ctrl, grad=True)
+        mpm.grid_update.grad(
+            self.grid_mv,
+            self.grid_m,
+            self.grid_v,
+            self._gravity,
+            self._dt,
+            self.config.boundary_cells,
+        )
+        self._p2g(adj, a, b, grad=True)
+
+    def _p2g(self, buf, s_in, s_out, grad=False):
+        stress = mpm.stress.grad if grad else mpm.stress
+        p2g = mpm.p2g_node.grad if grad else mpm.p2g
+        args_p2g = (
+            buf.x, buf.v, s_in, self.material_id, self.volume, self.params, self.affine,
+            self.grid_mv, self.grid_m, self._inv_dx,
+        )  # fmt: skip
+        if grad:
+            p2g(*args_p2g)
+        for kind, m_id, particles in self._material_groups:
+            stress(
+                buf.C, buf.F, buf.J, s_in, s_out, kind, m_id, particles, self.volume, self.params,
+                self.affine, self._dt, self._inv_dx,
+            )  # fmt: skip
+        if not grad:
+            p2g(*args_p2g)
+
+    def _grid_collide(self, c, g, ctrl, grad=False):
+        kernel = mpm.grid_collide.grad if grad else mpm.grid_collide
+        kernel(
+            self.grid_m, self.grid_v, c, self.collider_kinds[c], self.collider_shape, self.collider_contact,
+            ctrl.pos, ctrl.quat, ctrl.lin, ctrl.ang, self.mesh_sdf, g, self._dx,
+        )  # fmt: skip
+
+    def _g2p(self, buf, s_in, s_out, grad=False):
+        v_out, s_v = (self.v_free, 0) if self.n_bodies else (buf.v, s_out)
+        if grad:
+            mpm.advect.grad(buf.x, s_in, v_out, s_v, self.x_chain, self._dt, self._lo, self._hi)
+            mpm.g2p_node.grad(buf.x, s_in, v_out, s_v, buf.C, s_out, self.grid_v, self.n_colliders, self._inv_dx)
+            return
+        mpm.g2p(
+            buf.x, s_in, self.x_chain, v_out, s_v, buf.C, s_out, self.grid_v, self.n_colliders,
+            self._dt, self._inv_dx, self._lo, self._hi,
+        )  # fmt: skip
+
+    def _project_out(self, c, g, ctrl, grad=False):
+        kernel = mpm.project_out.grad if grad else mpm.project_out
+        kernel(
+            self.x_chain, c, self.collider_kinds[c], self.collider_shape, ctrl.pos, ctrl.quat,
+            self.mesh_sdf, g + 1,
+        )  # fmt: skip
+
+    def _body_moments(self, grad=False):
+        kernel = mpm.body_moments.grad if grad else mpm.body_moments
+        kernel(
+            self.x_chain, self.n_colliders, self.body_id, self.volume, self.rest_offset,
+            self.body_sum_x, self.body_Apq,
+        )  # fmt: skip
+
+    def _body_fit(self, grad=False):
+        kernel = mpm.body_fit.grad if grad else mpm.body_fit
+        kernel(
+            self.body_sum_x,
+            self.body_Apq,
+            self.body_volume,
+            self.body_Aqq_inv,
+            self.body_c,
+            self.body_R,
+        )
+
+    def _body_apply(self, buf, s_out, grad=False):
+        kernel = mpm.body_apply.grad if grad else mpm.body_apply
+        kernel(
+            self.x_chain, self.n_colliders, self.v_free, self.body_id, self.rest_offset,
+            self.body_c, self.body_R, buf.x, buf.v, s_out, self._dt,
+        )  # fmt: skip
+
+    def _status_after(self, buf: _ParticleBuffers, slot: int) -> np.ndarray:
+        self._status.fill(0)
+        mpm.check_state(buf.x, buf.v, slot, self.config.speed_limit, self._status)
+        return self._status.to_numpy()
+
+    def _raise_if_diverged(self, status: np.ndarray, step: int) -> None:
+        if status.any():
+            bad = np.nonzero(status)[0].tolist()
+            reason = "non-finite" if (status == 1).any() else "runaway velocity"
+            raise SimulationDiverged(step, bad, reason)
+
+    # ------------------------------------------------------------------ fast path
+    def reset(self, state: State | None = None, params: torch.Tensor | None = None) -> None:
+        """Load a state (default: the initial state) for stepping with :meth:`step`."""
+        state = self.initial_state() if state is None else state
+        self._check_state(state)
+        self._load_state(state, self._ring, 0)
+        self._slot = 0
+        self._pose = state.collider_pose.detach().to(self.dtype).clone()
+        self.set_params(self.default_params() if params is None else params)
+
+    def set_params(self, params: torch.Tensor) -> None:
+        """Set the (B, M, 5) material parameter table used by :meth:`step`."""
+        self._loaded_params = self._check_params(params.detach().to(self.dtype))
+        self._load_params(self._loaded_params)
+
+    def step(self, control: torch.Tensor, raise_on_divergence: bool = True) -> np.ndarray:
+        """Advance one control step (``substeps`` substeps) in place, without gradients.
+
+        Args:
+            control: (B, K, 6) collider linear and angular velocities for this step.
+            raise_on_divergence: raise SimulationDiverged, else return the status.
+
+        Returns:
+            (B,) int status per scene: 0 ok, 1 non-finite, 2 runaway velocity.
+        """
+        if self._pose is None:
+            raise RuntimeError("call reset() before step()")
+        control = torch.as_tensor(control, dtype=self.dtype)
+        self._check_control(control[None], steps=1)
+        self._load_params(self._loaded_params)
+        pose, vel = self._collider_trajectory(self._pose, control[None])
+        ctrl = self._make_control(pose, vel, needs_grad=False)
+        for s in range(self.config.substeps):
+            self._substep(self._ring, self._slot, 1 - self._slot, s, ctrl)
+            self._slot = 1 - self._slot
+        if self.n_colliders:
+            self._pose = pose[-1].clone()
+        status = self._status_after(self._ring, self._slot)
+        if raise_on_divergence:
+            self._raise_if_diverged(status, 1)
+        return status
+
+    def get_state(self) -> State:
+        """The current state of the fast path (copies)."""
+        if self._pose is None:
+            raise RuntimeError("call reset() before get_state()")
+        return self._read_state(self._ring, self._slot, self._pose.clone())
+
+    def positions(self) -> torch.Tensor:
+        """(B, N, 3) current positions of the fast path."""
+        return self._read(self._ring.x, self._slot, (3,))
+
+    # ------------------------------------------------------------------ differentiable path
+    def rollout(
+        self,
+        state: State,
+        control: torch.Tensor,
+        params: torch.Tensor | None = None,
+        record: str | tuple[int, ...] | list[int] = "final",
+        checkpoint_every: int | None = None,
+    ) -> Rollout:
+        """Run T control steps from ``state``; differentiable when any input requires grad.
+
+        Args:
+            state: initial State (x and v may require grad).
+            control: (T, B, K, 6) collider velocities per step.
+            params: (B, M, 5) material parameters (default: the Model's).
+            record: "final", "all", or control steps (1-based) whose state is returned.
+            checkpoint_every: substeps between stored states in the forward pass (default
+                ceil(sqrt(T * substeps))).
+
+        Returns:
+            A :class:`Rollout`.
+        """
+        from engine.autograd import RolloutFunction
+
+        self._check_state(state)
+        control = torch.as_tensor(control)
+        self._check_control(control)
+        T = int(control.shape[0])
+        if T < 1:
+            raise ValueError("control must have at least one step")
+        params = self.default_params() if params is None else params
+        self._check_params(params)
+        if record == "final":
+            steps = (T,)
+        elif record == "all":
+            steps = tuple(range(1, T + 1))
+        else:
+            steps = tuple(sorted({int(t) for t in record}))
+            if not steps or steps[0] < 1 or steps[-1] > T:
+                raise ValueError(f"record steps must lie in [1, {T}], got {record!r}")
+        n_sub = T * self.config.substeps
+        every = checkpoint_every or math.ceil(math.sqrt(n_sub))
+        if every < 1:
+            raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every!r}")
+        plan = _Plan(T, self.config.substeps, steps, min(every, n_sub))
+        pose, vel = self._collider_trajectory(state.collider_pose.to(self.dtype), control.to(self.dtype))
+        inputs = (state.x, state.v, params, pose, vel)
+        inputs = tuple(t.to(self.dtype) for t in inputs)
+        extra = (state.C.detach(), state.F.detach(), state.J.detach())
+        if torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
+            x_rec, v_rec, C, F, J = RolloutFunction.apply(self, plan, extra, *inputs)
+        else:
+            with torch.no_grad():
+                x_rec, v_rec, C, F, J = self.forward(plan, extra, *inputs, keep_checkpoints=False)[:5]
+        final = State(x=x_rec[-1], v=v_rec[-1], C=C, F=F, J=J, collider_pose=pose[-1, :, : self.n_colliders])
+        if steps[-1] != T:
+            final = None
+        return Rollout(steps=steps, x=x_rec, v=v_rec, final=final)
+
+    def forward(self, plan: _Plan, extra, x0, v0, params, pose, vel, keep_checkpoints: bool):
+        """Forward pass of a rollout (used by RolloutFunction); returns recorded x, v, the final
+        C, F, J and, if asked, the checkpoint buffers."""
+        self._load_params(params)
+        ctrl = self._make_control(pose, vel, needs_grad=False)
+        state0 = State(x=x0, v=v0, C=extra[0], F=extra[1], J=extra[2], collider_pose=pose[0])
+        ring = self._ring
+        self._load_state(state0, ring, 0)
+        n_ckpt = math.ceil(plan.n_sub / plan.every)
+        ckpt = _ParticleBuffers(n_ckpt, self.batch_size, self.n_particles, False) if keep_checkpoints else None
+        record = plan.record_index()
+        R = len(plan.record_steps)
+        B, N = self.batch_size, self.n_particles
+        x_rec = torch.empty(R, B, N, 3, dtype=self.dtype)
+        v_rec = torch.empty(R, B, N, 3, dtype=self.dtype)
+        for s in range(plan.n_sub):
+            a, b = s % 2, (s + 1) % 2
+            if ckpt is not None and s % plan.every == 0:
+                ring.copy_slot_to(a, ckpt, s // plan.every)
+            self._substep(ring, a, b, s, ctrl)
+            if (s + 1) % plan.substeps == 0:
+                self._raise_if_diverged(self._status_after(ring, b), (s + 1) // plan.substeps)
+            if s + 1 in record:
+                r = record[s + 1]
+                x_rec[r] = self._read(ring.x, b, (3,))
+                v_rec[r] = self._read(ring.v, b, (3,))
+        last = plan.n_sub % 2
+        C = self._read(ring.C, last, (3, 3))
+        F = self._read(ring.F, last, (3, 3))
+        J = self._read(ring.J, last, ())
+        self._slot, self._pose = last, pose[-1, :, : self.n_colliders].detach().clone()
+        self._loaded_params = params.detach().clone()
+        return x_rec, v_rec, C, F, J, ckpt
+
+    def backward(self, plan: _Plan, ckpt: _ParticleBuffers, params, pose, vel, grad_x, grad_v):
+        """Adjoint of :meth:`forward`: returns gradients w.r.t. x0, v0, params, pose, vel."""
+        self._load_params(params)
+        self.params.grad.fill(0)
+        ctrl = self._make_control(pose, vel, needs_grad=True)
+        ctrl.zero_grad()
+        B, N = self.batch_size, self.n_particles
+        if self._adjoint is None:
+            self._adjoint = _ParticleBuffers(2, B, N, needs_grad=True)
+        if self._tape is None or self._tape.slots < plan.every:
+            self._tape = None  # free the old tape before allocating a bigger one
+            self._tape = _ParticleBuffers(plan.every, B, N, needs_grad=False)
+        adj, tape = self._adjoint, self._tape
+        for s in (0, 1):
+            adj.zero_grad_slot(s)
+        record = plan.record_index()
+        dt = self.dtype
+        grad_x = torch.zeros(len(plan.record_steps), B, N, 3, dtype=dt) if grad_x is None else grad_x.to(dt)
+        grad_v = torch.zeros(len(plan.record_steps), B, N, 3, dtype=dt) if grad_v is None else grad_v.to(dt)
+        n_seg = math.ceil(plan.n_sub / plan.every)
+        for k in reversed(range(n_seg)):
+            s0, s1 = k * plan.every, min((k + 1) * plan.every, plan.n_sub)
+            ckpt.copy_slot_to(k, tape, 0)
+            for s in range(s0, s1 - 1):
+                self._substep(tape, s - s0, s - s0 + 1, s, ctrl)
+            for s in reversed(range(s0, s1)):
+                a, b = s % 2, (s + 1) % 2
+                if s + 1 in record:
+                    r = record[s + 1]
+                    add_vec3 = mpm.transfers((3,))[2]
+                    add_vec3(grad_x[r].contiguous(), adj.x.grad, b)
+                    add_vec3(grad_v[r].contiguous(), adj.v.grad, b)
+                tape.copy_slot_to(s - s0, adj, a)
+                self._substep_backward(adj, a, b, s, ctrl)
+        g_x0 = self._read(adj.x.grad, 0, (3,))
+        g_v0 = self._read(adj.v.grad, 0, (3,))
+        g_params = torch.as_tensor(self.params.grad.to_numpy(), dtype=dt)
+        g_pos = torch.as_tensor(ctrl.pos.grad.to_numpy(), dtype=dt)
+        g_quat = torch.as_tensor(ctrl.quat.grad.to_numpy(), dtype=dt)
+        g_lin = torch.as_tensor(ctrl.lin.grad.to_numpy(), dtype=dt)
+        g_ang = torch.as_tensor(ctrl.ang.grad.to_numpy(), dtype=dt)
+        K = self.n_colliders
+        g_pose = torch.cat([g_pos, g_quat], dim=-1)[:, :, :K] if K else None
+        g_vel = torch.cat([g_lin, g_ang], dim=-1)[:, :, :K] if K else None
+        return g_x0, g_v0, g_params, g_pose, g_vel

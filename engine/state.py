@@ -1,0 +1,118 @@
+"""Simulation data, split the way Warp splits it (DESIGN.md):
+
+* :class:`Model` - static data of a scene: particle rest volumes, material ids, rigid-body
+  membership, colliders and their shapes. Built once by :class:`engine.scene.SceneBuilder`.
+* :class:`State` - what changes every step, with a leading batch axis B: particle positions,
+  velocities, APIC matrices, deformation measures, and collider poses.
+* Control - what the user drives: collider velocities, a tensor ``(T, B, K, 6)`` (linear m/s then
+  angular rad/s, world frame) held constant over each step's substeps.
+
+Material parameters live in a differentiable table ``params (B, M, 5)`` (materials.PARAM_NAMES).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from engine.config import SimConfig
+from engine.materials import Material
+
+
+@dataclass(frozen=True)
+class Model:
+    """Static scene data (numpy, float64 / int32).
+
+    Attributes:
+        config: solver settings.
+        materials: the material table; ``material_id`` indexes it.
+        x0: (N, 3) initial particle positions [m].
+        v0: (N, 3) initial particle velocities [m/s].
+        material_id: (N,) int32 index into ``materials``.
+        volume: (N,) particle rest volumes V0 [m^3]; mass = V0 * density.
+        body_id: (N,) int32 rigid body of each particle, -1 for none.
+        rest_offset: (N, 3) rest position relative to the body's centroid (zero if not rigid) [m].
+        body_volume: (nb,) total rest volume per body [m^3].
+        body_Aqq_inv: (nb, 3, 3) inverse of the rest moment matrix sum V q q^T per body.
+        colliders: kinematic colliders (engine.colliders.Collider).
+    """
+
+    config: SimConfig
+    materials: tuple[Material, ...]
+    x0: np.ndarray
+    v0: np.ndarray
+    material_id: np.ndarray
+    volume: np.ndarray
+    body_id: np.ndarray
+    rest_offset: np.ndarray
+    body_volume: np.ndarray
+    body_Aqq_inv: np.ndarray
+    colliders: tuple = ()
+
+    @property
+    def n_particles(self) -> int:
+        return int(self.x0.shape[0])
+
+    @property
+    def n_bodies(self) -> int:
+        return int(self.body_volume.shape[0])
+
+    @property
+    def n_colliders(self) -> int:
+        return len(self.colliders)
+
+    def default_params(self) -> np.ndarray:
+        """(M, 5) parameter table of the model's materials."""
+        return np.stack([m.as_row() for m in self.materials])
+
+    def particle_mass(self, params: np.ndarray | None = None) -> np.ndarray:
+        """(N,) particle masses [kg] for a (M, 5) parameter table (default: the materials')."""
+        table = self.default_params() if params is None else np.asarray(params)
+        return self.volume * table[self.material_id, 2]
+
+
+@dataclass
+class State:
+    """Dynamic state of B scenes (torch tensors, simulation precision).
+
+    Attributes:
+        x: (B, N, 3) positions [m].
+        v: (B, N, 3) velocities [m/s].
+        C: (B, N, 3, 3) APIC affine velocity matrices [1/s].
+        F: (B, N, 3, 3) deformation measure (F for elastic, b_bar_e for plastic, I otherwise).
+        J: (B, N) volume ratio.
+        collider_pose: (B, K, 7) collider position [m] and unit quaternion (w, x, y, z).
+    """
+
+    x: torch.Tensor
+    v: torch.Tensor
+    C: torch.Tensor
+    F: torch.Tensor
+    J: torch.Tensor
+    collider_pose: torch.Tensor
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.x.shape[0])
+
+    def detach(self) -> State:
+        return replace(self, **{k: getattr(self, k).detach() for k in self.__dataclass_fields__})
+
+    def clone(self) -> State:
+        return replace(self, **{k: getattr(self, k).clone() for k in self.__dataclass_fields__})
+
+
+class SimulationDiverged(RuntimeError):
+    """A simulation produced NaN/Inf or runaway velocities.
+
+    Attributes:
+        step: the control step (1-based) after which the blow-up was detected.
+        batch: indices of the diverged scenes in the batch.
+        reason: "non-finite" or "runaway velocity".
+    """
+
+    def __init__(self, step: int, batch: list[int], reason: str):
+        self.step, self.batch, self.reason = step, batch, reason
+        super().__init__(f"simulation diverged ({reason}) at step {step} in batch entries {batch}")
