@@ -114,7 +114,16 @@ class Rollout:
 
 
 class Simulator:
-    """B independent copies of one Model stepped in single kernel launches."""
+    """B independent copies of one Model stepped in single kernel launches.
+
+    After every substep each particle found inside a collider is projected onto its surface, one
+    collider after the other, so with a single collider no particle ends inside it (to rounding;
+    mesh SDFs to their trilinear interpolant). Where two colliders squeeze material between
+    them the later projection can push a particle back into the earlier collider; that depth
+    stays below ``PENETRATION_TOLERANCE * dx``.
+    """
+
+    PENETRATION_TOLERANCE = 0.05
 
     def __init__(self, model: Model, batch_size: int = 1):
         runtime.require()

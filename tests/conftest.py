@@ -20,3 +20,36 @@ def runtime(request):
     import engine
 
     return engine.init(arch=request.config.getoption("--arch"), precision="f64")
+
+
+def small_scene(
+    material,
+    *,
+    colliders=(),
+    grid_res=16,
+    dt=5e-4,
+    substeps=3,
+    gravity=(0.0, 0.0, -9.8),
+    lo=(0.35, 0.35, 0.3),
+    hi=(0.55, 0.55, 0.45),
+    spacing=1 / 40,
+    swirl=0.5,
+    batch_size=1,
+):
+    """A small block of one material with an affine initial velocity field (compression, shear and
+    rotation, so stresses are non-trivial), optional colliders; returns a Simulator."""
+    import numpy as np
+
+    from engine import sampling
+    from engine.config import SimConfig
+    from engine.scene import SceneBuilder
+    from engine.simulator import Simulator
+
+    builder = SceneBuilder(SimConfig(grid_res=grid_res, dt=dt, substeps=substeps, gravity=gravity))
+    points = sampling.box(lo, hi, spacing)
+    centre = points.mean(0)
+    gradient = np.array([[-1.0, 0.3, 0.0], [0.2, 0.5, 0.0], [0.0, 0.1, -0.8]])
+    builder.add_particles(points, material, spacing, velocity=swirl * (points - centre) @ gradient.T)
+    for collider in colliders:
+        builder.add_collider(collider)
+    return Simulator(builder.build(), batch_size=batch_size)

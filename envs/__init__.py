@@ -1,0 +1,1 @@
+"""Gymnasium environments wrapping FluxLab tasks (issue 4)."""

@@ -1,0 +1,1 @@
+"""Manipulation tasks built on the FluxLab engine (issue 4)."""
