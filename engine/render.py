@@ -1,0 +1,816 @@
+"""Headless renderer: particles and kinematic colliders -> an RGB image (no display, no OpenGL).
+
+What is drawn
+    * Particles as shaded spheres ("sphere splats"): every particle is a sphere of radius
+      ``particle_radius`` with its own RGB color. Each covers the pixels of its screen-space
+      bounding square; per pixel the exact ray-sphere hit distance is computed and the nearest
+      particle wins a z-buffer test done with one 64-bit ``atomic_min`` of the key
+      ``(quantized depth << 32) | particle index``. The key is unique, so the result does not
+      depend on thread order (deterministic on CPU and CUDA). A resolve pass recomputes the hit
+      of the winning sphere and shades it with the sphere normal.
+    * Colliders (tools, containers) by sphere tracing their signed distance functions
+      (Hart, "Sphere tracing", The Visual Computer 12, 1996) with
+      :func:`engine.colliders.sdf_world_static`, one kernel instance per shape kind, inside the
+      collider's bounding sphere and only up to the depth already in the z-buffer, so the
+      composition by depth is exact. Containers (``Cup``, ``Bowl``) are drawn as tinted glass:
+      the march records the first two entering surfaces (front and back wall) and blends them
+      over what lies behind, with a Fresnel-like rim that keeps the silhouette readable. Other
+      shapes are opaque.
+    * A floor plane ``z = floor_z`` with a soft checker (anti-aliased by distance) and a sky
+      gradient behind it, fading into haze with distance.
+    * Lighting: ambient + Lambert from one directional light, a Blinn-Phong highlight, and shadows
+      from an orthographic shadow map along the light (particles splatted into it, colliders
+      sphere-traced into it), filtered with 3x3 percentage-closer filtering (Reeves et al.,
+      SIGGRAPH 1987) for soft edges.
+
+Conventions
+    * World frame z-up, metres. Pinhole camera at ``camera_pos`` looking at ``look_at`` with
+      ``+z`` up, vertical field of view ``fov_deg``. Image rows go top to bottom: pixel
+      ``(i, j)`` is row ``i``, column ``j``; output ``(H, W, 3)`` uint8, no gamma curve (colors
+      are shaded as given).
+    * Kernels take ndarray arguments only (DESIGN.md): they compile once per dtype and are shared
+      by every :class:`Renderer`; per-instance state is a few ``ti.ndarray`` buffers. Images and
+      particle buffers are f32; arithmetic runs in the runtime's default float.
+    * Colors are RGB in ``[0, 1]``; :func:`particle_colors` maps a Model's material colors to
+      its particles.
+    * Requires :func:`engine.init` (any arch, any precision) before :meth:`Renderer.render`.
+"""
+
+import math
+import os
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import taichi as ti
+
+from engine import colliders as col
+from engine import runtime
+
+__all__ = ["Renderer", "particle_colors", "write_video"]
+
+ndarray = ti.types.ndarray
+
+_EMPTY_KEY = (1 << 63) - 1
+_T_FAR = 100.0  # depth quantization range [m]
+_DEPTH_SCALE = float((1 << 31) - 1) / _T_FAR
+_SHADOW_LEVELS = float(1 << 30)
+_MARCH_STEPS = 96
+_SHADOW_RES = 256
+_NEAR = 1e-3
+
+_SKY_ZENITH = (0.50, 0.66, 0.86)
+_SKY_HORIZON = (0.86, 0.89, 0.93)
+_FLOOR_LIGHT = (0.80, 0.79, 0.76)
+_FLOOR_DARK = (0.62, 0.61, 0.59)
+_AMBIENT = 0.38
+_DIFFUSE = 0.62
+
+_GLASS = (0.82, 0.90, 0.97, 0.32)
+_TOOL_PALETTE = (
+    (0.78, 0.33, 0.24, 1.0),
+    (0.30, 0.62, 0.36, 1.0),
+    (0.58, 0.44, 0.76, 1.0),
+    (0.85, 0.60, 0.20, 1.0),
+    (0.35, 0.55, 0.70, 1.0),
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Taichi functions
+# --------------------------------------------------------------------------------------------
+
+
+@ti.func
+def _ray_dir(i, j, H, W, basis, focal):
+    """Unit direction of the ray through the centre of pixel (row i, column j)."""
+    right = ti.math.vec3(basis[0, 0], basis[0, 1], basis[0, 2])
+    up = ti.math.vec3(basis[1, 0], basis[1, 1], basis[1, 2])
+    fwd = ti.math.vec3(basis[2, 0], basis[2, 1], basis[2, 2])
+    dx = (j + 0.5) - 0.5 * W
+    dy = (i + 0.5) - 0.5 * H
+    return (fwd * focal + right * dx - up * dy).normalized()
+
+
+@ti.func
+def _shadow_height(h, hmin, hmax):
+    """Height along the light (m) -> integer level in [0, 2^30]."""
+    u = ti.math.clamp((h - hmin) / (hmax - hmin), 0.0, 1.0)
+    return ti.cast(u * _SHADOW_LEVELS, ti.i32)
+
+
+@ti.func
+def _lit(p, bias, shadow: ti.template(), light, s_origin, s_u, s_v, texel, hmin, hmax):
+    """Fraction of the 3x3 shadow-map neighbourhood of point p that the light reaches."""
+    R = shadow.shape[0]
+    rel = p - s_origin
+    a = ti.cast(ti.floor(rel.dot(s_u) / texel), ti.i32)
+    b = ti.cast(ti.floor(rel.dot(s_v) / texel), ti.i32)
+    level = _shadow_height(p.dot(light) + bias, hmin, hmax)
+    lit = 0.0
+    for da, db in ti.static(ti.ndrange((-1, 2), (-1, 2))):
+        aa = ti.math.clamp(a + da, 0, R - 1)
+        bb = ti.math.clamp(b + db, 0, R - 1)
+        lit += ti.select(shadow[aa, bb] > level, 0.0, 1.0)
+    return lit / 9.0
+
+
+@ti.func
+def _shade(base, n, view, lit, light, spec):
+    """Ambient + shadowed Lambert + Blinn-Phong highlight of a surface of color ``base``."""
+    diffuse = ti.max(n.dot(light), 0.0) * lit
+    h = (light - view).normalized()
+    highlight = spec * ti.pow(ti.max(n.dot(h), 0.0), 48.0) * lit
+    return base * (_AMBIENT + _DIFFUSE * diffuse) + highlight
+
+
+@ti.func
+def _sky(d):
+    t = ti.math.clamp(d[2] * 1.6 + 0.25, 0.0, 1.0)
+    return ti.math.mix(ti.math.vec3(*_SKY_HORIZON), ti.math.vec3(*_SKY_ZENITH), t)
+
+
+# --------------------------------------------------------------------------------------------
+# Kernels
+# --------------------------------------------------------------------------------------------
+
+
+@ti.kernel
+def _shadow_particles(
+    x: ndarray(ndim=2),
+    radius: ti.f32,
+    shadow: ndarray(ndim=2),
+    light: ti.math.vec3,
+    s_origin: ti.math.vec3,
+    s_u: ti.math.vec3,
+    s_v: ti.math.vec3,
+    texel: ti.f32,
+    hmin: ti.f32,
+    hmax: ti.f32,
+):
+    """Splat every particle sphere into the light-space height map (max height per texel)."""
+    R = shadow.shape[0]
+    for p in range(x.shape[0]):
+        c = ti.math.vec3(x[p, 0], x[p, 1], x[p, 2])
+        rel = c - s_origin
+        ua = rel.dot(s_u) / texel
+        vb = rel.dot(s_v) / texel
+        rt = radius / texel
+        h0 = c.dot(light)
+        a0 = ti.max(ti.cast(ti.floor(ua - rt), ti.i32), 0)
+        a1 = ti.min(ti.cast(ti.floor(ua + rt), ti.i32), R - 1)
+        b0 = ti.max(ti.cast(ti.floor(vb - rt), ti.i32), 0)
+        b1 = ti.min(ti.cast(ti.floor(vb + rt), ti.i32), R - 1)
+        for a in range(a0, a1 + 1):
+            for b in range(b0, b1 + 1):
+                da = (a + 0.5 - ua) * texel
+                db = (b + 0.5 - vb) * texel
+                q = radius * radius - da * da - db * db
+                if q >= 0.0:
+                    ti.atomic_max(shadow[a, b], _shadow_height(h0 + ti.sqrt(q), hmin, hmax))
+
+
+@ti.kernel
+def _shadow_collider(
+    kind: ti.template(),
+    shapes: ndarray(ndim=2),
+    k: ti.i32,
+    mesh_sdf: ndarray(ndim=1),
+    pos: ti.math.vec3,
+    quat: ti.math.vec4,
+    b_center: ti.math.vec3,
+    b_radius: ti.f32,
+    shadow: ndarray(ndim=2),
+    light: ti.math.vec3,
+    s_origin: ti.math.vec3,
+    s_u: ti.math.vec3,
+    s_v: ti.math.vec3,
+    texel: ti.f32,
+    hmin: ti.f32,
+    hmax: ti.f32,
+):
+    """Sphere-trace one collider along -light from every texel; keep the highest surface."""
+    shape = col.gather_shape(shapes, k)
+    for a, b in ti.ndrange(shadow.shape[0], shadow.shape[1]):
+        o = s_origin + (a + 0.5) * texel * s_u + (b + 0.5) * texel * s_v + (hmax + 1.0) * light
+        d = -light
+        oc = o - b_center
+        bb = oc.dot(d)
+        disc = bb * bb - (oc.dot(oc) - b_radius * b_radius)
+        if disc > 0.0:
+            sq = ti.sqrt(disc)
+            t = ti.max(-bb - sq, 0.0)
+            t1 = -bb + sq
+            for _ in range(_MARCH_STEPS):
+                if t > t1:
+                    break
+                p = o + t * d
+                r = col.sdf_world_static(kind, shape, pos, quat, p, mesh_sdf)
+                if r[0] < 1e-3:
+                    ti.atomic_max(shadow[a, b], _shadow_height(p.dot(light), hmin, hmax))
+                    break
+                t += r[0]
+
+
+@ti.kernel
+def _background(
+    image: ndarray(ndim=3),
+    depth: ndarray(ndim=2),
+    key: ndarray(ndim=2),
+    cam: ti.math.vec3,
+    basis: ti.math.mat3,
+    focal: ti.f32,
+    floor_z: ti.f32,
+    checker: ti.f32,
+    shadow: ndarray(ndim=2),
+    light: ti.math.vec3,
+    s_origin: ti.math.vec3,
+    s_u: ti.math.vec3,
+    s_v: ti.math.vec3,
+    texel: ti.f32,
+    hmin: ti.f32,
+    hmax: ti.f32,
+):
+    """Floor (soft checker, shadowed, hazy with distance) and sky; resets the z-buffers."""
+    H, W = image.shape[0], image.shape[1]
+    for i, j in ti.ndrange(H, W):
+        d = _ray_dir(i, j, H, W, basis, focal)
+        color = _sky(d)
+        t_hit = _T_FAR
+        if d[2] < -1e-6:
+            t = (floor_z - cam[2]) / d[2]
+            if t > 0.0 and t < _T_FAR:
+                p = cam + t * d
+                # Soft checker: smoothstep of sin*sin, widened with distance against aliasing.
+                s = ti.sin(math.pi * p[0] / checker) * ti.sin(math.pi * p[1] / checker)
+                w = ti.min(0.15 + 0.5 * t / (focal * checker), 1.0)
+                m = ti.math.smoothstep(-w, w, s)
+                base = ti.math.mix(ti.math.vec3(*_FLOOR_DARK), ti.math.vec3(*_FLOOR_LIGHT), m)
+                lit = _lit(p, 2e-3, shadow, light, s_origin, s_u, s_v, texel, hmin, hmax)
+                shaded = _shade(base, ti.math.vec3(0.0, 0.0, 1.0), d, lit, light, 0.0)
+                haze = 1.0 - ti.exp(-0.12 * t * t)
+                color = ti.math.mix(shaded, _sky(d), ti.math.clamp(haze, 0.0, 1.0))
+                t_hit = t
+        for c in ti.static(range(3)):
+            image[i, j, c] = ti.cast(color[c], ti.f32)
+        depth[i, j] = ti.cast(t_hit, ti.f32)
+        key[i, j] = ti.i64(_EMPTY_KEY)
+
+
+@ti.kernel
+def _splat(
+    x: ndarray(ndim=2),
+    radius: ti.f32,
+    key: ndarray(ndim=2),
+    cam: ti.math.vec3,
+    basis: ti.math.mat3,
+    focal: ti.f32,
+):
+    """Z-buffer pass: per covered pixel, atomic_min of (ray-sphere depth, particle index)."""
+    H, W = key.shape[0], key.shape[1]
+    right = ti.math.vec3(basis[0, 0], basis[0, 1], basis[0, 2])
+    up = ti.math.vec3(basis[1, 0], basis[1, 1], basis[1, 2])
+    fwd = ti.math.vec3(basis[2, 0], basis[2, 1], basis[2, 2])
+    for p in range(x.shape[0]):
+        c = ti.math.vec3(x[p, 0], x[p, 1], x[p, 2])
+        rel = c - cam
+        zc = rel.dot(fwd)
+        if zc > radius + _NEAR:
+            u = 0.5 * W + focal * rel.dot(right) / zc
+            v = 0.5 * H - focal * rel.dot(up) / zc
+            # Conservative screen radius of the sphere's silhouette (+1 pixel).
+            r_px = focal * radius / (zc - radius) * (1.0 + rel.norm() / zc) * 0.5 + 1.0
+            j0 = ti.max(ti.cast(ti.floor(u - r_px), ti.i32), 0)
+            j1 = ti.min(ti.cast(ti.floor(u + r_px), ti.i32), W - 1)
+            i0 = ti.max(ti.cast(ti.floor(v - r_px), ti.i32), 0)
+            i1 = ti.min(ti.cast(ti.floor(v + r_px), ti.i32), H - 1)
+            oc = cam - c
+            cc = oc.dot(oc) - radius * radius
+            for i in range(i0, i1 + 1):
+                for j in range(j0, j1 + 1):
+                    d = _ray_dir(i, j, H, W, basis, focal)
+                    b = oc.dot(d)
+                    disc = b * b - cc
+                    if disc >= 0.0:
+                        t = -b - ti.sqrt(disc)
+                        if t > _NEAR and t < _T_FAR:
+                            q = ti.cast(t * _DEPTH_SCALE, ti.i64)
+                            ti.atomic_min(key[i, j], (q << 32) | ti.cast(p, ti.i64))
+
+
+@ti.kernel
+def _resolve(
+    x: ndarray(ndim=2),
+    colors: ndarray(ndim=2),
+    radius: ti.f32,
+    key: ndarray(ndim=2),
+    image: ndarray(ndim=3),
+    depth: ndarray(ndim=2),
+    cam: ti.math.vec3,
+    basis: ti.math.mat3,
+    focal: ti.f32,
+    shadow: ndarray(ndim=2),
+    light: ti.math.vec3,
+    s_origin: ti.math.vec3,
+    s_u: ti.math.vec3,
+    s_v: ti.math.vec3,
+    texel: ti.f32,
+    hmin: ti.f32,
+    hmax: ti.f32,
+):
+    """Shade the winning sphere of every pixel (normal from the exact ray-sphere hit)."""
+    H, W = image.shape[0], image.shape[1]
+    for i, j in ti.ndrange(H, W):
+        k = key[i, j]
+        if k != ti.i64(_EMPTY_KEY):
+            p = ti.cast(k & ti.i64(0xFFFFFFFF), ti.i32)
+            c = ti.math.vec3(x[p, 0], x[p, 1], x[p, 2])
+            d = _ray_dir(i, j, H, W, basis, focal)
+            oc = cam - c
+            b = oc.dot(d)
+            disc = ti.max(b * b - (oc.dot(oc) - radius * radius), 0.0)
+            t = -b - ti.sqrt(disc)
+            if t < depth[i, j]:
+                hit = cam + t * d
+                n = (hit - c) / radius
+                base = ti.math.vec3(colors[p, 0], colors[p, 1], colors[p, 2])
+                lit = _lit(c, 2.5 * radius, shadow, light, s_origin, s_u, s_v, texel, hmin, hmax)
+                out = _shade(base, n, d, lit, light, 0.25)
+                for ch in ti.static(range(3)):
+                    image[i, j, ch] = ti.cast(out[ch], ti.f32)
+                depth[i, j] = ti.cast(t, ti.f32)
+
+
+@ti.kernel
+def _march_collider(
+    kind: ti.template(),
+    max_hits: ti.template(),
+    shapes: ndarray(ndim=2),
+    k: ti.i32,
+    mesh_sdf: ndarray(ndim=1),
+    pos: ti.math.vec3,
+    quat: ti.math.vec4,
+    b_center: ti.math.vec3,
+    b_radius: ti.f32,
+    rgba: ti.math.vec4,
+    image: ndarray(ndim=3),
+    depth: ndarray(ndim=2),
+    cam: ti.math.vec3,
+    basis: ti.math.mat3,
+    focal: ti.f32,
+    shadow: ndarray(ndim=2),
+    light: ti.math.vec3,
+    s_origin: ti.math.vec3,
+    s_u: ti.math.vec3,
+    s_v: ti.math.vec3,
+    texel: ti.f32,
+    hmin: ti.f32,
+    hmax: ti.f32,
+):
+    """Sphere-trace one collider per pixel up to the current depth and compose it.
+
+    ``max_hits == 1``: opaque, writes depth. ``max_hits == 2``: glass, the first two entering
+    surfaces are blended back to front over the pixel; depth is left unchanged.
+    """
+    H, W = image.shape[0], image.shape[1]
+    shape = col.gather_shape(shapes, k)
+    base = ti.math.vec3(rgba[0], rgba[1], rgba[2])
+    alpha = rgba[3]
+    for i, j in ti.ndrange(H, W):
+        d = _ray_dir(i, j, H, W, basis, focal)
+        oc = cam - b_center
+        bb = oc.dot(d)
+        disc = bb * bb - (oc.dot(oc) - b_radius * b_radius)
+        if disc > 0.0:
+            sq = ti.sqrt(disc)
+            t = ti.max(-bb - sq, _NEAR)
+            t1 = ti.min(-bb + sq, depth[i, j])
+            n_hits = 0
+            inside = False
+            t_hit = ti.Vector([0.0, 0.0])
+            shades = ti.Matrix.zero(float, 2, 3)
+            opac = ti.Vector([0.0, 0.0])
+            for _ in range(_MARCH_STEPS):
+                if t > t1:
+                    break
+                p = cam + t * d
+                r = col.sdf_world_static(kind, shape, pos, quat, p, mesh_sdf)
+                dist = r[0]
+                if inside:
+                    if dist > 0.0:
+                        inside = False
+                    t += ti.max(ti.abs(dist), 2e-3)
+                elif dist < 5e-4 + 5e-4 * t:
+                    n = ti.math.vec3(r[1], r[2], r[3])
+                    if n.dot(d) > 0.0:
+                        n = -n
+                    lit = _lit(p, 4e-3, shadow, light, s_origin, s_u, s_v, texel, hmin, hmax)
+                    s = _shade(base, n, d, lit, light, 0.35)
+                    rim = ti.pow(1.0 - ti.abs(n.dot(d)), 3.0)
+                    a = 1.0
+                    if ti.static(max_hits > 1):
+                        a = alpha + (1.0 - alpha) * 0.7 * rim
+                    for ch in ti.static(range(3)):
+                        shades[n_hits, ch] = s[ch]
+                    opac[n_hits] = a
+                    t_hit[n_hits] = t
+                    n_hits += 1
+                    if n_hits >= max_hits:
+                        break
+                    inside = True
+                    t += 2e-3
+                else:
+                    t += dist
+            # Compose back to front.
+            out = ti.math.vec3(image[i, j, 0], image[i, j, 1], image[i, j, 2])
+            for h in ti.static(range(max_hits)):
+                hh = max_hits - 1 - h
+                if hh < n_hits:
+                    s = ti.math.vec3(shades[hh, 0], shades[hh, 1], shades[hh, 2])
+                    out = ti.math.mix(out, s, opac[hh])
+            if n_hits > 0:
+                for ch in ti.static(range(3)):
+                    image[i, j, ch] = ti.cast(out[ch], ti.f32)
+                if ti.static(max_hits == 1):
+                    depth[i, j] = ti.cast(t_hit[0], ti.f32)
+
+
+@ti.kernel
+def _to_u8(image: ndarray(ndim=3), out: ndarray(ndim=3)):
+    for i, j, c in ti.ndrange(image.shape[0], image.shape[1], 3):
+        out[i, j, c] = ti.cast(ti.math.clamp(image[i, j, c], 0.0, 1.0) * 255.0 + 0.5, ti.u8)
+
+
+# --------------------------------------------------------------------------------------------
+# Host side
+# --------------------------------------------------------------------------------------------
+
+
+def _bounding_sphere(shape: col.Shape) -> tuple[np.ndarray, float]:
+    """Local centre and radius of a sphere containing the solid (inf for a plane)."""
+    p = shape.params()
+    kind = shape.kind
+    if kind == col.BOX:
+        return np.zeros(3), float(np.linalg.norm(p[:3]))
+    if kind == col.SPHERE:
+        return np.zeros(3), float(p[0])
+    if kind == col.CAPSULE:
+        return np.zeros(3), float(p[0] + p[1])
+    if kind == col.CYLINDER:
+        return np.zeros(3), float(math.hypot(p[0], p[1]))
+    if kind == col.CUP:
+        return np.array([0.0, 0.0, 0.5 * p[1]]), float(math.hypot(p[0], 0.5 * p[1]))
+    if kind == col.BOWL:
+        return np.zeros(3), float(p[0])
+    if kind == col.MESH:
+        lo = np.asarray(shape.lo)
+        half = 0.5 * (shape.resolution - 1) * shape.voxel_size
+        return lo + half, float(math.sqrt(3.0) * half)
+    return np.zeros(3), math.inf
+
+
+def _is_container(shape: col.Shape) -> bool:
+    return shape.kind in (col.CUP, col.BOWL)
+
+
+def particle_colors(model: Any) -> np.ndarray:
+    """(N, 3) float64 RGB in [0, 1]: each particle's material color (``Material.color``)."""
+    table = np.array([m.color for m in model.materials], dtype=np.float64).reshape(-1, 3)
+    return np.clip(table[np.asarray(model.material_id)], 0.0, 1.0)
+
+
+def _as_numpy(a: Any, name: str) -> np.ndarray:
+    if hasattr(a, "detach"):  # torch.Tensor
+        a = a.detach().cpu().numpy()
+    try:
+        return np.asarray(a, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a numeric array, got {type(a).__name__}") from None
+
+
+class Renderer:
+    """Headless particle + collider renderer producing ``(H, W, 3)`` uint8 frames.
+
+    Args:
+        width, height: image size [pixels].
+        camera_pos: camera position [m].
+        look_at: point the camera looks at [m]; the camera's up direction is ``+z``.
+        fov_deg: vertical field of view [degrees], in (0, 180).
+        particle_radius: sphere radius of a particle [m]; None estimates it on the first
+            :meth:`render` as 0.7 x the median nearest-neighbour distance of the particles (a
+            particle sampled at spacing h then gets radius 0.7 h) and keeps it.
+        floor_z: height of the floor plane [m].
+        light_dir: direction toward the light (normalized here).
+        scene_bounds: ``(lo, hi)`` corners [m] of the region that casts and receives shadows.
+        checker: size of a floor checker square [m].
+    """
+
+    def __init__(
+        self,
+        width: int = 256,
+        height: int = 256,
+        camera_pos: Sequence[float] = (0.5, -0.9, 0.9),
+        look_at: Sequence[float] = (0.5, 0.5, 0.25),
+        fov_deg: float = 45.0,
+        particle_radius: float | None = None,
+        floor_z: float = 0.0,
+        light_dir: Sequence[float] = (-0.35, -0.5, 1.0),
+        scene_bounds: tuple[Sequence[float], Sequence[float]] = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
+        checker: float = 0.1,
+    ):
+        for name, v in (("width", width), ("height", height)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 1 <= v <= 8192:
+                raise ValueError(f"{name} must be an int in [1, 8192], got {v!r}")
+        self.width, self.height = int(width), int(height)
+        self.camera_pos = self._vec3("camera_pos", camera_pos)
+        self.look_at = self._vec3("look_at", look_at)
+        fwd = self.look_at - self.camera_pos
+        if np.linalg.norm(fwd) < 1e-9:
+            raise ValueError("camera_pos and look_at must differ")
+        fwd /= np.linalg.norm(fwd)
+        right = np.cross(fwd, [0.0, 0.0, 1.0])
+        if np.linalg.norm(right) < 1e-6:  # looking straight up or down: pick +x as right
+            right = np.array([1.0, 0.0, 0.0])
+        right /= np.linalg.norm(right)
+        up = np.cross(right, fwd)
+        self._basis = np.stack([right, up, fwd])
+        if not (isinstance(fov_deg, (int, float)) and 0.0 < float(fov_deg) < 180.0):
+            raise ValueError(f"fov_deg must be in (0, 180), got {fov_deg!r}")
+        self.fov_deg = float(fov_deg)
+        self._focal = 0.5 * self.height / math.tan(math.radians(self.fov_deg) / 2.0)
+        if particle_radius is not None:
+            if not (isinstance(particle_radius, (int, float)) and math.isfinite(particle_radius)):
+                raise ValueError(f"particle_radius must be a positive number or None, got {particle_radius!r}")
+            if particle_radius <= 0.0:
+                raise ValueError(f"particle_radius must be > 0, got {particle_radius!r}")
+            particle_radius = float(particle_radius)
+        self.particle_radius = particle_radius
+        if not (isinstance(floor_z, (int, float)) and math.isfinite(floor_z)):
+            raise ValueError(f"floor_z must be a finite number, got {floor_z!r}")
+        self.floor_z = float(floor_z)
+        light = self._vec3("light_dir", light_dir)
+        if np.linalg.norm(light) < 1e-9:
+            raise ValueError("light_dir must be non-zero")
+        self._light = light / np.linalg.norm(light)
+        lo, hi = (self._vec3("scene_bounds", b) for b in scene_bounds)
+        if not np.all(lo < hi):
+            raise ValueError(f"scene_bounds must have lo < hi, got {scene_bounds!r}")
+        if not (isinstance(checker, (int, float)) and checker > 0.0):
+            raise ValueError(f"checker must be > 0, got {checker!r}")
+        self.checker = float(checker)
+        self._setup_shadow_frame(lo, hi)
+        self._buffers: dict[str, Any] = {}
+        self._packed_key: tuple | None = None
+        self._packed: tuple | None = None
+
+    @staticmethod
+    def _vec3(name: str, v: Any) -> np.ndarray:
+        try:
+            a = np.array(v, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be 3 numbers, got {v!r}") from None
+        if a.shape != (3,) or not np.all(np.isfinite(a)):
+            raise ValueError(f"{name} must be 3 finite numbers, got {v!r}")
+        return a
+
+    def _setup_shadow_frame(self, lo: np.ndarray, hi: np.ndarray) -> None:
+        """Orthographic light frame covering the scene box (and the floor under it)."""
+        L = self._light
+        helper = np.array([1.0, 0.0, 0.0]) if abs(L[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
+        s_u = np.cross(L, helper)
+        s_u /= np.linalg.norm(s_u)
+        s_v = np.cross(L, s_u)
+        lo = lo.copy()
+        lo[2] = min(lo[2], self.floor_z)
+        corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
+        margin = 0.05 * float(np.linalg.norm(hi - lo))
+        cu, cv, ch = corners @ s_u, corners @ s_v, corners @ L
+        extent = max(cu.max() - cu.min(), cv.max() - cv.min()) + 2 * margin
+        self._texel = extent / _SHADOW_RES
+        self._s_origin = (cu.min() - margin) * s_u + (cv.min() - margin) * s_v
+        self._s_u, self._s_v = s_u, s_v
+        self._hmin, self._hmax = float(ch.min() - margin), float(ch.max() + margin)
+
+    # ------------------------------------------------------------------ buffers
+    def _buffer(self, name: str, dtype, shape: tuple[int, ...]):
+        arr = self._buffers.get(name)
+        if arr is None or tuple(arr.shape) != shape:
+            arr = ti.ndarray(dtype, shape)
+            self._buffers[name] = arr
+        return arr
+
+    def _pack_colliders(self, items: list[tuple[col.Collider, np.ndarray]]):
+        cols = tuple(c for c, _ in items)
+        key = tuple(id(c) for c in cols)
+        if self._packed_key != key:
+            mesh_sdf, params = col.pack_mesh_sdfs([c.shape for c in cols])
+            real = runtime.real_dtype()
+            npr = np.float64 if real == ti.f64 else np.float32
+            shapes = ti.ndarray(real, (len(cols), col.SHAPE_DIM))
+            shapes.from_numpy(np.array(params, dtype=npr).reshape(len(cols), col.SHAPE_DIM))
+            mesh = ti.ndarray(real, (len(mesh_sdf),))
+            mesh.from_numpy(mesh_sdf.astype(npr))
+            bounds = [_bounding_sphere(c.shape) for c in cols]
+            self._packed = (cols, shapes, mesh, bounds)
+            self._packed_key = key
+        return self._packed
+
+    # ------------------------------------------------------------------ validation
+    def _check_colliders(self, colliders: Any) -> list[tuple[col.Collider, np.ndarray]]:
+        items = []
+        for n, item in enumerate(colliders):
+            if isinstance(item, col.Collider):
+                c, pose = item, item.pose
+            else:
+                try:
+                    c, pose = item
+                except (TypeError, ValueError):
+                    raise ValueError(f"colliders[{n}] must be a Collider or a (Collider, pose) pair") from None
+                if not isinstance(c, col.Collider):
+                    raise ValueError(f"colliders[{n}][0] must be a Collider, got {type(c).__name__}")
+            pose = np.asarray(col.normalize_pose(_as_numpy(pose, f"colliders[{n}] pose"), f"colliders[{n}] pose"))
+            items.append((c, pose))
+        return items
+
+    def _estimate_radius(self, x: np.ndarray) -> float:
+        if len(x) < 2:
+            return 0.01
+        from scipy.spatial import cKDTree
+
+        dist, _ = cKDTree(x).query(x, k=2)
+        nn = dist[:, 1]
+        nn = nn[nn > 0]
+        return float(0.7 * np.median(nn)) if len(nn) else 0.01
+
+    # ------------------------------------------------------------------ rendering
+    def render(
+        self,
+        x: Any,
+        colors: Any = None,
+        colliders: Sequence[Any] = (),
+        collider_colors: Sequence[Sequence[float]] | None = None,
+    ) -> np.ndarray:
+        """Render one frame.
+
+        Args:
+            x: (N, 3) particle positions [m], numpy or torch (N may be 0).
+            colors: (N, 3) RGB in [0, 1] (e.g. :func:`particle_colors`); None means grey.
+            colliders: sequence of ``(Collider, pose (7,))`` (or bare Colliders at their own pose).
+            collider_colors: optional RGB or RGBA per collider (alpha < 1 draws it as glass);
+                default: containers (Cup, Bowl) glass, tools from a fixed palette.
+
+        Returns:
+            ``(height, width, 3)`` uint8 image.
+
+        Raises:
+            ValueError: wrong shapes, NaN/Inf positions or colors, colors outside [0, 1], or
+                malformed colliders/poses.
+        """
+        runtime.require()
+        x = _as_numpy(x, "x")
+        if x.ndim != 2 or x.shape[1] != 3:
+            raise ValueError(f"x must have shape (N, 3), got {x.shape}")
+        if not np.all(np.isfinite(x)):
+            raise ValueError(f"x contains NaN/Inf ({int((~np.isfinite(x)).any(axis=1).sum())} particles)")
+        N = len(x)
+        if colors is None:
+            colors = np.full((N, 3), 0.6)
+        colors = _as_numpy(colors, "colors")
+        if colors.shape != (N, 3):
+            raise ValueError(f"colors must have shape ({N}, 3) to match x, got {colors.shape}")
+        if not np.all(np.isfinite(colors)):
+            raise ValueError("colors contain NaN/Inf")
+        if N and (colors.min() < 0.0 or colors.max() > 1.0):
+            raise ValueError(f"colors must lie in [0, 1], got range [{colors.min():g}, {colors.max():g}]")
+        items = self._check_colliders(colliders)
+        styles = self._collider_styles(items, collider_colors)
+        if self.particle_radius is None and N:
+            self.particle_radius = self._estimate_radius(x)
+        radius = self.particle_radius or 0.01
+
+        H, W = self.height, self.width
+        image = self._buffer("image", ti.f32, (H, W, 3))
+        depth = self._buffer("depth", ti.f32, (H, W))
+        key = self._buffer("key", ti.i64, (H, W))
+        shadow = self._buffer("shadow", ti.i32, (_SHADOW_RES, _SHADOW_RES))
+        out = self._buffer("out", ti.u8, (H, W, 3))
+        cam = ti.math.vec3(*self.camera_pos)
+        basis = ti.math.mat3(self._basis.tolist())
+        focal = self._focal
+        light = ti.math.vec3(*self._light)
+        sh = (
+            shadow,
+            light,
+            ti.math.vec3(*self._s_origin),
+            ti.math.vec3(*self._s_u),
+            ti.math.vec3(*self._s_v),
+            self._texel,
+            self._hmin,
+            self._hmax,
+        )
+
+        shadow.fill(0)
+        if N:
+            xs = self._buffer("x", ti.f32, (N, 3))
+            cs = self._buffer("colors", ti.f32, (N, 3))
+            xs.from_numpy(x.astype(np.float32))
+            cs.from_numpy(colors.astype(np.float32))
+            _shadow_particles(xs, radius, *sh)
+        packed = self._pack_colliders(items) if items else None
+        geometry = []
+        for k, (c, pose) in enumerate(items):
+            center_local, b_radius = packed[3][k]
+            if math.isinf(b_radius):
+                center, b_radius = self.camera_pos, 2.0 * _T_FAR
+            else:
+                center = col.quat_rotate_numpy(pose[3:], center_local[None])[0] + pose[:3]
+                b_radius = 1.01 * b_radius + 1e-3
+            g = (c.shape.kind, packed[1], k, packed[2], ti.math.vec3(*pose[:3]), ti.math.vec4(*pose[3:]))
+            geometry.append((g, ti.math.vec3(*center), b_radius, center))
+            _shadow_collider(*g, ti.math.vec3(*center), b_radius, *sh)
+
+        _background(image, depth, key, cam, basis, focal, self.floor_z, self.checker, *sh)
+        if N:
+            _splat(xs, radius, key, cam, basis, focal)
+            _resolve(xs, cs, radius, key, image, depth, cam, basis, focal, *sh)
+        # Opaque colliders first (they write depth), then glass back to front.
+        order = sorted(
+            range(len(items)),
+            key=lambda k: (styles[k][3] < 1.0, -float(np.linalg.norm(geometry[k][3] - self.camera_pos))),
+        )
+        for k in order:
+            g, center, b_radius, _ = geometry[k]
+            hits = 1 if styles[k][3] >= 1.0 else 2
+            rgba = ti.math.vec4(*styles[k])
+            _march_collider(g[0], hits, *g[1:], center, b_radius, rgba, image, depth, cam, basis, focal, *sh)
+        _to_u8(image, out)
+        return out.to_numpy()
+
+    def _collider_styles(self, items, collider_colors) -> list[tuple[float, float, float, float]]:
+        if collider_colors is not None:
+            if len(collider_colors) != len(items):
+                raise ValueError(f"collider_colors must have {len(items)} entries, got {len(collider_colors)}")
+            styles = []
+            for n, c in enumerate(collider_colors):
+                a = np.asarray(c, dtype=np.float64)
+                if a.shape not in ((3,), (4,)) or not np.all(np.isfinite(a)) or a.min() < 0 or a.max() > 1:
+                    raise ValueError(f"collider_colors[{n}] must be RGB or RGBA in [0, 1], got {c!r}")
+                styles.append(tuple(float(v) for v in (*a[:3], a[3] if len(a) == 4 else 1.0)))
+            return styles
+        styles, tool = [], 0
+        for c, _ in items:
+            if _is_container(c.shape):
+                styles.append(_GLASS)
+            else:
+                styles.append(_TOOL_PALETTE[tool % len(_TOOL_PALETTE)])
+                tool += 1
+        return styles
+
+
+_VIDEO_EXTENSIONS = (".mp4", ".gif")
+
+
+def write_video(frames: Iterable[np.ndarray], path: str | os.PathLike, fps: float = 30) -> str:
+    """Write frames to an ``.mp4`` (H.264 via imageio-ffmpeg) or ``.gif`` file.
+
+    Args:
+        frames: iterable of ``(H, W, 3)`` uint8 images, all the same size, at least one.
+        path: output file; its extension picks the format.
+        fps: frames per second, > 0.
+
+    Returns:
+        The path written, as a string.
+
+    Raises:
+        ValueError: unsupported extension, no frames, frames of mixed size or wrong dtype/shape,
+            or a bad ``fps``.
+    """
+    path = os.fspath(path)
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in _VIDEO_EXTENSIONS:
+        raise ValueError(f"unsupported video extension {ext!r} for {path!r}; use one of {_VIDEO_EXTENSIONS}")
+    if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
+        raise ValueError(f"fps must be a positive number, got {fps!r}")
+    stack = []
+    for n, f in enumerate(frames):
+        a = np.asarray(f)
+        if a.ndim != 3 or a.shape[2] != 3 or a.dtype != np.uint8:
+            raise ValueError(f"frame {n} must be an (H, W, 3) uint8 array, got {a.shape} {a.dtype}")
+        if stack and a.shape != stack[0].shape:
+            raise ValueError(f"frame {n} has shape {a.shape}, expected {stack[0].shape} like frame 0")
+        stack.append(a)
+    if not stack:
+        raise ValueError("write_video needs at least one frame")
+    import imageio.v2 as imageio
+
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    if ext == ".gif":
+        imageio.mimsave(path, stack, format="GIF", duration=1000.0 / fps, loop=0)
+    else:
+        H, W = stack[0].shape[:2]
+        pad = ((0, H % 2), (0, W % 2), (0, 0))  # yuv420p needs even sizes
+        with imageio.get_writer(path, format="FFMPEG", fps=fps, codec="libx264", macro_block_size=1) as writer:
+            for a in stack:
+                writer.append_data(np.pad(a, pad, mode="edge") if any(p[1] for p in pad) else a)
+    return path
