@@ -200,3 +200,21 @@ def test_unconverged_projection_is_reported():
     sim = GridFluid(SmokeConfig(shape=(n, n, n), dx=1 / n, solver="cg", max_iter=1), scenes.sphere_box(n))
     with pytest.raises(RuntimeError, match="did not converge"):
         sim.step(sim.initial_state(), src)
+
+
+def test_flags_from_colliders_match_engine_colliders():
+    colliders = pytest.importorskip("engine.colliders")
+    n, dx = 16, 1.0 / 16
+    c, s = np.cos(0.3), np.sin(0.3)  # 0.6 rad about the axis (1, 1, 0)/sqrt(2)
+    pose = (0.5, 0.45, 0.5, c, s / np.sqrt(2), s / np.sqrt(2), 0.0)
+    cols = [
+        colliders.Collider(colliders.Box((0.3, 0.06, 0.1)), pose),
+        colliders.Collider(colliders.Sphere(0.12), (0.2, 0.8, 0.3, 1.0, 0.0, 0.0, 0.0)),
+    ]
+    f = flags_from_colliders((n, n, n), dx, cols)
+    g = (np.stack(np.meshgrid(*[np.arange(n) + 0.5] * 3, indexing="ij"), -1) * dx).reshape(-1, 3)
+    inside = np.zeros(len(g), bool)
+    for col in cols:
+        inside |= col.sdf(g)[0] < 0  # the collider's own world-frame SDF
+    assert inside.sum() > 50
+    assert np.array_equal(f.reshape(-1) == SOLID, inside)

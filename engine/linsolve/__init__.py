@@ -109,9 +109,7 @@ class PoissonSolver:
                 "learned",
             )
         else:
-            res = pcg(
-                self.system, b, self.precond, x0, rtol, self.atol, self.max_iter, check, self.method
-            )
+            res = pcg(self.system, b, self.precond, x0, rtol, self.atol, self.max_iter, check, self.method)
         self.last = res
         return res
 

@@ -44,9 +44,7 @@ from engine.linsolve.operator import FLUID, SOLID, PoissonSystem
 
 N_CODES = 3**7
 FORMAT = "fluxlab-learned-mg-v1"
-DEFAULT_WEIGHTS = (
-    Path(__file__).resolve().parents[2] / "assets" / "preconditioner" / "learned_mg.pt"
-)
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "assets" / "preconditioner" / "learned_mg.pt"
 
 
 class WeightsError(ValueError):
@@ -224,13 +222,10 @@ def load_model(path=None) -> LearnedMG:
         WeightsError: missing file, unreadable/corrupt file, wrong format tag, or a
             state dict whose keys/shapes do not match the configured model.
     """
-    path = Path(
-        path if path is not None else os.environ.get("FLUXLAB_PRECOND_WEIGHTS", DEFAULT_WEIGHTS)
-    )
+    path = Path(path if path is not None else os.environ.get("FLUXLAB_PRECOND_WEIGHTS", DEFAULT_WEIGHTS))
     if not path.is_file():
         raise WeightsError(
-            f"learned preconditioner weights not found: {path} "
-            "(train them with `fluxlab train-preconditioner`)"
+            f"learned preconditioner weights not found: {path} (train them with `fluxlab train-preconditioner`)"
         )
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
@@ -242,9 +237,7 @@ def load_model(path=None) -> LearnedMG:
     if not isinstance(cfg, dict) or set(cfg) != {"n_pre", "n_post", "hidden", "omega"}:
         raise WeightsError(f"{path}: field 'config' must hold n_pre, n_post, hidden, omega")
     try:
-        model = LearnedMG(
-            int(cfg["n_pre"]), int(cfg["n_post"]), int(cfg["hidden"]), float(cfg["omega"])
-        )
+        model = LearnedMG(int(cfg["n_pre"]), int(cfg["n_post"]), int(cfg["hidden"]), float(cfg["omega"]))
     except (TypeError, ValueError) as e:
         raise WeightsError(f"{path}: invalid field 'config': {e}") from e
     sd = blob.get("state_dict")
@@ -252,15 +245,11 @@ def load_model(path=None) -> LearnedMG:
         raise WeightsError(f"{path}: field 'state_dict' missing")
     expected = model.state_dict()
     if set(sd) != set(expected):
-        raise WeightsError(
-            f"{path}: field 'state_dict' keys {sorted(sd)} do not match the "
-            f"model's {sorted(expected)}"
-        )
+        raise WeightsError(f"{path}: field 'state_dict' keys {sorted(sd)} do not match the model's {sorted(expected)}")
     for k, v in expected.items():
         if not isinstance(sd[k], torch.Tensor) or sd[k].shape != v.shape:
             raise WeightsError(
-                f"{path}: field 'state_dict.{k}' has shape "
-                f"{getattr(sd[k], 'shape', None)}, expected {tuple(v.shape)}"
+                f"{path}: field 'state_dict.{k}' has shape {getattr(sd[k], 'shape', None)}, expected {tuple(v.shape)}"
             )
         if not torch.isfinite(sd[k]).all():
             raise WeightsError(f"{path}: field 'state_dict.{k}' contains NaN or Inf")

@@ -59,10 +59,7 @@ def mic0_factor(
                             e -= (
                                 tau
                                 * a
-                                * (
-                                    _c(flags, b, i - 1, j, k, 0, 1, 0)
-                                    + _c(flags, b, i - 1, j, k, 0, 0, 1)
-                                )
+                                * (_c(flags, b, i - 1, j, k, 0, 1, 0) + _c(flags, b, i - 1, j, k, 0, 0, 1))
                                 * pi
                                 * pi
                             )
@@ -73,10 +70,7 @@ def mic0_factor(
                             e -= (
                                 tau
                                 * a
-                                * (
-                                    _c(flags, b, i, j - 1, k, 1, 0, 0)
-                                    + _c(flags, b, i, j - 1, k, 0, 0, 1)
-                                )
+                                * (_c(flags, b, i, j - 1, k, 1, 0, 0) + _c(flags, b, i, j - 1, k, 0, 0, 1))
                                 * pj
                                 * pj
                             )
@@ -87,10 +81,7 @@ def mic0_factor(
                             e -= (
                                 tau
                                 * a
-                                * (
-                                    _c(flags, b, i, j, k - 1, 1, 0, 0)
-                                    + _c(flags, b, i, j, k - 1, 0, 1, 0)
-                                )
+                                * (_c(flags, b, i, j, k - 1, 1, 0, 0) + _c(flags, b, i, j, k - 1, 0, 1, 0))
                                 * pk
                                 * pk
                             )
@@ -117,23 +108,11 @@ def mic0_apply(
                     if flags[b, i, j, k] == 0:
                         t = r[b, i, j, k]
                         if i > 0:
-                            t -= (
-                                _c(flags, b, i - 1, j, k, 1, 0, 0)
-                                * precon[b, i - 1, j, k]
-                                * q[b, i - 1, j, k]
-                            )
+                            t -= _c(flags, b, i - 1, j, k, 1, 0, 0) * precon[b, i - 1, j, k] * q[b, i - 1, j, k]
                         if j > 0:
-                            t -= (
-                                _c(flags, b, i, j - 1, k, 0, 1, 0)
-                                * precon[b, i, j - 1, k]
-                                * q[b, i, j - 1, k]
-                            )
+                            t -= _c(flags, b, i, j - 1, k, 0, 1, 0) * precon[b, i, j - 1, k] * q[b, i, j - 1, k]
                         if k > 0:
-                            t -= (
-                                _c(flags, b, i, j, k - 1, 0, 0, 1)
-                                * precon[b, i, j, k - 1]
-                                * q[b, i, j, k - 1]
-                            )
+                            t -= _c(flags, b, i, j, k - 1, 0, 0, 1) * precon[b, i, j, k - 1] * q[b, i, j, k - 1]
                         t *= precon[b, i, j, k]
                     q[b, i, j, k] = t
         for ii in range(nx):

@@ -181,9 +181,7 @@ class VCycle:
         coarse_scale: optional per-level factors on the coarse correction (default 1).
     """
 
-    def __init__(
-        self, hierarchy, smoother=None, n_pre: int = 2, n_post: int = 2, coarse_scale=None
-    ):
+    def __init__(self, hierarchy, smoother=None, n_pre: int = 2, n_post: int = 2, coarse_scale=None):
         self.h = hierarchy
         self.smoother = smoother if smoother is not None else JacobiSmoother(hierarchy)
         self.n_pre = n_pre

@@ -37,13 +37,9 @@ from engine.linsolve.scenes import random_training
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(
-        prog="fluxlab train-preconditioner", description=__doc__.split("\n")[0]
-    )
+    p = argparse.ArgumentParser(prog="fluxlab train-preconditioner", description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS, help="weight file to write")
-    p.add_argument(
-        "--plot", type=Path, default=None, help="loss curve PNG (default: next to --out)"
-    )
+    p.add_argument("--plot", type=Path, default=None, help="loss curve PNG (default: next to --out)")
     p.add_argument("--minutes", type=float, default=45.0, help="wall-clock training budget")
     p.add_argument("--steps", type=int, default=100000, help="maximum optimizer steps")
     p.add_argument("--sizes", default="16,32,32,32,64", help="grid sizes sampled for the pool")
@@ -66,9 +62,7 @@ def _smooth_noise(shape, rng, dtype):
     X = torch.fft.rfftn(x, dim=(1, 2, 3))
     k = [torch.fft.fftfreq(n) for n in shape[1:3]] + [torch.fft.rfftfreq(shape[3])]
     kk = sum(g**2 for g in torch.meshgrid(*k, indexing="ij"))
-    X = X / (1.0 + kk * (shape[1] ** 2) * float(rng.uniform(0.05, 1.0))) ** float(
-        rng.uniform(1.0, 2.0)
-    )
+    X = X / (1.0 + kk * (shape[1] ** 2) * float(rng.uniform(0.05, 1.0))) ** float(rng.uniform(1.0, 2.0))
     return torch.fft.irfftn(X, s=shape[1:], dim=(1, 2, 3)).to(dtype)
 
 
