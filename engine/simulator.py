@@ -104,13 +104,14 @@ class Rollout:
         steps: the recorded control steps (1-based: step t is the state after t actions).
         x: (R, B, N, 3) positions at those steps [m] (differentiable).
         v: (R, B, N, 3) velocities at those steps [m/s] (differentiable).
-        final: the full final state (x, v, collider poses differentiable; C, F, J detached).
+        final: the full final state (x, v, collider poses differentiable; C, F, J detached), or
+            None when the last control step is not among the recorded ones.
     """
 
     steps: tuple[int, ...]
     x: torch.Tensor
     v: torch.Tensor
-    final: State
+    final: State | None
 
 
 class Simulator:
