@@ -8,6 +8,12 @@ initializes Taichi.
 The default backend is the CPU; the environment variable ``FLUXLAB_ARCH`` (``cpu``, ``cuda`` or
 ``auto``) overrides the default when ``arch`` is not passed. The offline kernel cache is on, so
 kernels compiled once are reused by later processes.
+
+Determinism: particle-to-grid transfers and every reverse-mode kernel accumulate with atomic adds.
+On a multi-threaded CPU the order of those additions depends on thread timing, so two identical
+runs agree to rounding (about 1e-16 relative in f64, 1e-7 in f32) but not bit for bit.
+``deterministic=True`` runs kernels on one CPU thread, which makes reruns bitwise identical at the
+cost of parallel speed. The test suite uses it; environments and benchmarks do not by default.
 """
 
 from __future__ import annotations
@@ -29,29 +35,35 @@ class RuntimeConfig:
         arch: "cpu", "cuda" or "auto" (as requested; "auto" picks CUDA when available).
         precision: "f32" or "f64"; the default float type of every kernel and buffer.
         debug: Taichi debug mode (bounds checks), slow.
+        deterministic: one CPU thread, so atomic accumulations happen in a fixed order.
     """
 
     arch: str
     precision: str
     debug: bool
+    deterministic: bool = False
 
 
 _current: RuntimeConfig | None = None
 
 
-def init(arch: str | None = None, precision: str = "f32", debug: bool = False) -> RuntimeConfig:
+def init(
+    arch: str | None = None, precision: str = "f32", debug: bool = False, deterministic: bool = False
+) -> RuntimeConfig:
     """Initialize Taichi (idempotent).
 
     Args:
         arch: "cpu" | "cuda" | "auto"; None means ``$FLUXLAB_ARCH`` or "cpu".
         precision: "f32" | "f64".
         debug: enable Taichi bounds checking.
+        deterministic: bitwise-reproducible runs (CPU only): kernels run on one thread.
 
     Returns:
         The active :class:`RuntimeConfig`.
 
     Raises:
-        ValueError: unknown arch or precision, or arguments that conflict with an earlier call.
+        ValueError: unknown arch or precision, ``deterministic`` on a GPU arch, or arguments that
+            conflict with an earlier call.
     """
     global _current
     if arch is None:
@@ -60,7 +72,9 @@ def init(arch: str | None = None, precision: str = "f32", debug: bool = False) -
         raise ValueError(f"arch must be one of {_ARCHES}, got {arch!r}")
     if precision not in _PRECISIONS:
         raise ValueError(f"precision must be one of {_PRECISIONS}, got {precision!r}")
-    requested = RuntimeConfig(arch=arch, precision=precision, debug=bool(debug))
+    if deterministic and arch != "cpu":
+        raise ValueError("deterministic=True is only available on arch='cpu' (GPU atomics are unordered)")
+    requested = RuntimeConfig(arch=arch, precision=precision, debug=bool(debug), deterministic=bool(deterministic))
     if _current is not None:
         if requested != _current:
             raise ValueError(
@@ -69,6 +83,7 @@ def init(arch: str | None = None, precision: str = "f32", debug: bool = False) -
             )
         return _current
     ti_arch = {"cpu": ti.cpu, "cuda": ti.cuda, "auto": ti.gpu}[arch]
+    extra = {"cpu_max_num_threads": 1} if deterministic else {}
     ti.init(
         arch=ti_arch,
         default_fp=ti.f64 if precision == "f64" else ti.f32,
@@ -76,6 +91,7 @@ def init(arch: str | None = None, precision: str = "f32", debug: bool = False) -
         debug=bool(debug),
         offline_cache=True,
         log_level=ti.WARN,
+        **extra,
     )
     _current = requested
     return _current

@@ -1,7 +1,7 @@
 """Shared test fixtures.
 
 The whole suite runs in one process with one Taichi runtime. Gradient checks need f64, so the
-runtime is initialized in f64 on the arch given by ``--arch`` (default cpu). Tests that need the
+runtime is initialized in f64 on the arch given by ``--arch`` (default cpu), deterministic on CPU. Tests that need the
 runtime take the ``runtime`` fixture; ``tests/test_runtime.py`` checks, in a subprocess, that
 ``import engine`` leaves Taichi uninitialized.
 """
@@ -19,7 +19,10 @@ def pytest_addoption(parser):
 def runtime(request):
     import engine
 
-    return engine.init(arch=request.config.getoption("--arch"), precision="f64")
+    arch = request.config.getoption("--arch")
+    # One thread on CPU: atomic scatter-adds then sum in a fixed order, so reruns (gradcheck's
+    # reentrancy check, determinism tests) are bitwise identical. See engine/runtime.py.
+    return engine.init(arch=arch, precision="f64", deterministic=arch == "cpu")
 
 
 def small_scene(

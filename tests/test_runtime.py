@@ -22,10 +22,12 @@ def test_import_does_not_initialize_taichi():
 def test_init_is_idempotent_and_rejects_conflicts(runtime):
     import engine
 
-    assert engine.init(arch=runtime.arch, precision="f64") == runtime
+    assert engine.init(arch=runtime.arch, precision="f64", deterministic=runtime.deterministic) == runtime
     with pytest.raises(ValueError, match="already initialized"):
         engine.init(arch=runtime.arch, precision="f32")
     with pytest.raises(ValueError, match="arch"):
         engine.init(arch="tpu")
     with pytest.raises(ValueError, match="precision"):
         engine.init(precision="f16")
+    with pytest.raises(ValueError, match="deterministic"):
+        engine.init(arch="cuda", precision="f64", deterministic=True)
