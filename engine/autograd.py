@@ -1,15 +1,30 @@
-"""The torch <-> Taichi bridge: one ``torch.autograd.Function`` per rollout.
+"""The torch <-> simulator bridges: the only ``torch.autograd.Function``s in FluxLab.
+
+1. ``RolloutFunction`` — one per MLS-MPM rollout.
 
 ``RolloutFunction`` takes the initial positions/velocities, the material parameter table and the
 collider trajectory (poses at substep boundaries, velocities per substep, both computed from the
 user's control with differentiable torch ops) and returns the recorded positions/velocities.
-Its backward runs the checkpointed adjoint of :class:`engine.simulator.Simulator`. Nothing else in
-FluxLab defines autograd Functions, and no tensor subclassing is used.
+Its backward runs the checkpointed adjoint of :class:`engine.simulator.Simulator`.
+
+2. ``PoissonSolve`` — the pressure Poisson solve with an implicit adjoint.
+Forward: x = A^+ b, solved to the solver's tolerance by :class:`engine.linsolve.PoissonSolver`
+(any method). Backward: A is symmetric, so dL/db = A^+ dL/dx is one more solve of the same
+system with the same solver and preconditioner; no solver iteration is recorded on the tape
+(implicit differentiation of A x = b, e.g. Blondel et al., "Efficient and Modular Implicit
+Differentiation", NeurIPS 2022, Sec. 2). On pure-Neumann components both the right-hand side and
+the solution are projected to zero mean, i.e. A^+ is the pseudo-inverse restricted to fluid
+cells, and the same projection applies to the adjoint, so the gradient is exact up to the
+tolerance. The gradient with respect to b at non-fluid cells is zero. b, x are (B, nx, ny, nz).
+
+No tensor subclassing is used anywhere.
 """
 
 from __future__ import annotations
 
 import torch
+
+from engine.linsolve import PoissonSolver
 
 
 class RolloutFunction(torch.autograd.Function):
@@ -30,3 +45,29 @@ class RolloutFunction(torch.autograd.Function):
         if g_pose is None:
             g_pose, g_vel = torch.zeros_like(pose), torch.zeros_like(vel)
         return None, None, None, g_x0, g_v0, g_params, g_pose, g_vel
+
+
+class PoissonSolve(torch.autograd.Function):
+    """x = PoissonSolve.apply(b, solver, x0): differentiable in b via the implicit adjoint.
+
+    ``solver.last`` holds the forward solve's :class:`~engine.linsolve.SolveResult` after the
+    forward call and the adjoint's after backward; non-convergence raises
+    :class:`~engine.linsolve.ConvergenceError` in either direction.
+    """
+
+    @staticmethod
+    def forward(ctx, b: torch.Tensor, solver: PoissonSolver, x0: torch.Tensor | None = None):
+        res = solver.solve(b.detach(), None if x0 is None else x0.detach())
+        ctx.solver = solver
+        ctx.forward_result = res
+        return res.x
+
+    @staticmethod
+    def backward(ctx, grad_x: torch.Tensor):
+        res = ctx.solver.solve(grad_x.detach().contiguous())
+        return res.x, None, None
+
+
+def poisson_solve(b: torch.Tensor, solver: PoissonSolver, x0: torch.Tensor | None = None):
+    """Functional form of :class:`PoissonSolve`."""
+    return PoissonSolve.apply(b, solver, x0)

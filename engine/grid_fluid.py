@@ -15,7 +15,7 @@ Simulation for Computer Graphics", 2nd ed., ch. 2-5):
 4. pressure projection: A phi = -div u on FLUID cells with phi = 0 on AIR cells (Dirichlet) and
    Neumann on SOLID faces (:mod:`engine.linsolve`), then u <- u - grad phi. The solve runs to the
    solver tolerance (default relative residual 1e-6) with a warm start from the previous phi and
-   its implicit adjoint (:mod:`engine.autograd_projection`); the divergence left after projection
+   its implicit adjoint (:mod:`engine.autograd`); the divergence left after projection
    equals the solver residual and is reported in :attr:`GridFluid.last_info`.
 
 Conventions: index order (x, y, z), y is up, gravity/buoyancy along y; leading batch axis B.
@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from engine.autograd_projection import PoissonSolve
+from engine.autograd import PoissonSolve
 from engine.linsolve import METHODS, SOLID, PoissonSolver, as_flags
 
 _SCHEMES = ("semi_lagrangian", "maccormack")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.autograd_projection import PoissonSolve
+from engine.autograd import PoissonSolve
 from engine.linsolve import (
     AIR,
     FLUID,
