@@ -499,6 +499,12 @@ class Simulator:
             raise RuntimeError("call reset() before get_state()")
         return self._read_state(self._ring, self._slot, self._pose.clone())
 
+    def collider_poses(self) -> torch.Tensor:
+        """(B, K, 7) current collider poses of the fast path (a copy)."""
+        if self._pose is None:
+            raise RuntimeError("call reset() before collider_poses()")
+        return self._pose.clone()
+
     def positions(self) -> torch.Tensor:
         """(B, N, 3) current positions of the fast path."""
         return self._read(self._ring.x, self._slot, (3,))

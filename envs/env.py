@@ -1,0 +1,136 @@
+"""The one Gymnasium environment class of FluxLab, parameterized by task name.
+
+``FluxLabEnv(task="Pouring")`` wraps a :class:`tasks.base.Task` with batch size 1; every task is
+registered as ``FluxLab/<Task>-v0`` (see :mod:`envs`). The env is a thin adapter: validation of
+actions, Gymnasium's seeding, reward terms in ``info``, blow-up handling; the physics, the
+observation and the loss live in the task.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from tasks import make_task
+from tasks.base import ensure_runtime
+
+
+class FluxLabEnv(gym.Env):
+    """A FluxLab manipulation task as a Gymnasium environment.
+
+    ## Description
+    One of FluidLab's manipulation tasks (Xian et al., ICLR 2023) simulated by FluxLab's engine
+    (MLS-MPM liquids and solids, or Eulerian gas); see the task module for the scene and goal.
+
+    ## Action Space
+    ``Box(-1, 1, (A,), float32)``: velocities of the task's tool (its config's ``action_dofs``),
+    scaled by ``action_scale`` [m/s, rad/s]. NaN/Inf or wrong-shape actions raise ``ValueError``.
+
+    ## Observation Space
+    ``Box(-inf, inf, (D,), float32)``: for particle tasks, ``obs_points`` particles per material
+    (positions relative to the domain centre, then velocities) and the tool pose (7) and
+    velocity (6); for the gas task, probe temperatures and the actuator state.
+
+    ## Rewards
+    ``progress_scale * (loss before - loss after) - action_cost * |a|^2`` per step; the terms
+    are in ``info`` as ``reward_<term>``; ``info["loss"]`` is the task loss after the step.
+
+    ## Starting State
+    The task's scene with the tool's start (x, y) jittered by ``reset_noise`` from the seed.
+
+    ## Episode End
+    Truncation at the horizon (``max_episode_steps``, registered per task); ``truncated=True``
+    with ``info["diverged"]=True`` when the simulation blows up; ``terminated`` only if a task
+    defines a terminal state. ``info["success"]`` reports the task's success test.
+
+    ## Arguments
+    ``task`` (registered name), ``preset`` ("cpu" | "paper"), ``render_mode`` (None |
+    "rgb_array"), ``precision`` ("f32" | "f64"; default: the active runtime, else f32),
+    ``render_size`` (pixels), and any task config field as a keyword override.
+
+    ## Version History
+    * v0: initial release.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
+
+    def __init__(
+        self,
+        task: str,
+        preset: str = "cpu",
+        render_mode: str | None = None,
+        precision: str | None = None,
+        render_size: int | None = None,
+        **config_overrides: Any,
+    ):
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
+        ensure_runtime(precision)
+        self.task = make_task(task, preset, **config_overrides)
+        self.task.make(1)
+        self.render_mode = render_mode
+        self.render_size = render_size
+        self.metadata = {**self.metadata, "render_fps": self.task.render_fps}
+        self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(self.task.action_dim,), dtype=np.float32)
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(self.task.observation_dim,), dtype=np.float32)
+        self._t = 0
+        self._last_obs: np.ndarray | None = None
+        self._last_loss: np.ndarray | None = None
+
+    @property
+    def horizon(self) -> int:
+        return self.task.horizon
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self.task.reset(np.ones(1, dtype=bool), [self.np_random])
+        self._last_obs = self.task.observe()[0]
+        self._last_loss = self.task.loss()
+        self._t = 0
+        return self._last_obs.copy(), {"loss": float(self._last_loss[0])}
+
+    def step(self, action):
+        if self._last_obs is None:
+            raise RuntimeError("call reset() before step()")
+        a = np.asarray(action, dtype=np.float64)
+        if a.shape != self.action_space.shape:
+            raise ValueError(f"action must have shape {self.action_space.shape}, got {a.shape}")
+        diverged = bool(self.task.step(a[None])[0])
+        self._t += 1
+        if diverged:
+            info = {"loss": float(self._last_loss[0]), "success": False, "diverged": True}
+            return self._last_obs.copy(), 0.0, False, True, info
+        obs = self.task.observe()[0]
+        loss = self.task.loss()
+        terms = self.task.reward_terms(self._last_loss, loss, a[None])
+        reward = float(sum(float(v[0]) for v in terms.values()))
+        self._last_obs, self._last_loss = obs, loss
+        info = {f"reward_{k}": float(v[0]) for k, v in terms.items()}
+        info.update(loss=float(loss[0]), success=bool(self.task.success(loss)[0]), diverged=False)
+        return obs.copy(), reward, bool(self.task.terminated()[0]), False, info
+
+    def render(self):
+        if self.render_mode != "rgb_array":
+            return None
+        return self.task.render(0, self.render_size)
+
+    def differentiable_rollout(self, actions: torch.Tensor, params: torch.Tensor | None = None) -> torch.Tensor:
+        """Scalar task loss after ``actions`` (T, *action_space.shape) from the last reset state.
+
+        ``params`` optionally replaces the material parameter table (materials, 5). The result
+        is a torch scalar whose ``.backward()`` fills ``actions.grad`` and ``params.grad``.
+        """
+        if self._last_obs is None:
+            raise RuntimeError("call reset() before differentiable_rollout()")
+        return self.task.differentiable_rollout(actions, params)
+
+    def scripted_action(self) -> np.ndarray:
+        """The task's scripted reference action for the current step (float32, in the action space)."""
+        return np.asarray(self.task.scripted_action(self._t, 0), dtype=np.float32)
+
+    def close(self):
+        self.task.close()
+        super().close()

@@ -1,0 +1,469 @@
+"""Task interface: what a manipulation task must provide, and the shared MPM implementation.
+
+A task describes one manipulation problem for a batch of B independent scenes: the scene
+(materials, containers, tools), how an action in [-1, 1]^A becomes engine control, a fixed-size
+observation, a differentiable loss on the simulated state, dense reward terms derived from it,
+a success test and a scripted reference policy. ``envs/`` wraps any :class:`Task` as a Gymnasium
+``Env`` (B = 1) or ``VectorEnv`` (B scenes in one kernel launch); the task never sees Gymnasium.
+
+Conventions
+    * Actions are (B, A) in [-1, 1]; :attr:`TaskConfig.action_scale` maps them to physical
+      velocities (m/s for linear, rad/s for angular degrees of freedom).
+    * ``loss`` is a cost to minimize, >= 0 at its best and differentiable in torch. The dense
+      reward is progress on it: ``reward = progress_scale * (loss_before - loss_after)
+      - action_cost * |a|^2`` (reward scales live in the config, the MuJoCo Playground habit),
+      so the episode return telescopes to the loss reduction.
+    * Success is ``loss <= success_loss`` unless a task overrides :meth:`Task.success`.
+
+:class:`ParticleTask` implements everything for MLS-MPM scenes; a task file (``tasks/pouring.py``
+and friends) subclasses it with ``default_config`` plus ``build_scene``, ``state_loss`` and
+``scripted_action``. The gas task (``tasks/circulation.py``) implements :class:`Task` directly
+on the grid fluid solver.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+import engine
+from engine import runtime
+from engine.config import SimConfig
+
+PRESETS = ("cpu", "paper")
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """Settings common to every task; task files subclass it with their own fields.
+
+    Attributes:
+        preset: "cpu" (sized for one env step <= 0.1 s on a 2-core CPU) or "paper" (FluidLab's
+            scale, meant for a GPU).
+        horizon: env steps per episode.
+        sim: MLS-MPM settings (grid, dt, substeps per env step); unused by grid-fluid tasks.
+        tool: index of the actuated collider in the scene.
+        action_dofs: which of the tool's 6 velocity components (vx, vy, vz, wx, wy, wz) the action
+            drives, in action order.
+        action_scale: physical velocity of action = +1 per driven DOF [m/s or rad/s].
+        workspace: ((lo), (hi)) box [m] the tool position must stay in; a velocity component that
+            would leave it is zeroed.
+        reset_noise: half-width [m] of the uniform jitter of the tool's start (x, y) at reset.
+        obs_points: particles subsampled per material for the observation.
+        progress_scale: reward per unit of loss reduction.
+        action_cost: reward penalty per unit |a|^2.
+        success_loss: loss at or below which an episode counts as a success.
+        render_size: default width and height of rendered frames [px].
+        camera_pos, look_at: renderer camera [m].
+    """
+
+    preset: str = "cpu"
+    horizon: int = 50
+    sim: SimConfig = field(default_factory=SimConfig)
+    tool: int = 0
+    action_dofs: tuple[int, ...] = (0, 1, 2)
+    action_scale: tuple[float, ...] = (0.3, 0.3, 0.3)
+    workspace: tuple[tuple[float, float, float], tuple[float, float, float]] = ((0.1, 0.1, 0.1), (0.9, 0.9, 0.9))
+    reset_noise: float = 0.01
+    obs_points: int = 32
+    progress_scale: float = 10.0
+    action_cost: float = 0.01
+    success_loss: float = 0.0
+    render_size: int = 128
+    camera_pos: tuple[float, float, float] = (0.5, -0.5, 0.85)
+    look_at: tuple[float, float, float] = (0.5, 0.5, 0.15)
+
+    def __post_init__(self):
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset must be one of {PRESETS}, got {self.preset!r}")
+        if not isinstance(self.horizon, int) or self.horizon < 1:
+            raise ValueError(f"horizon must be an int >= 1, got {self.horizon!r}")
+        if not self.action_dofs or any(d not in range(6) for d in self.action_dofs):
+            raise ValueError(f"action_dofs must be a non-empty subset of 0..5, got {self.action_dofs!r}")
+        if len(set(self.action_dofs)) != len(self.action_dofs):
+            raise ValueError(f"action_dofs must not repeat, got {self.action_dofs!r}")
+        if len(self.action_scale) != len(self.action_dofs):
+            raise ValueError(
+                f"action_scale needs one entry per action DOF ({len(self.action_dofs)}), got {self.action_scale!r}"
+            )
+        if any(not (math.isfinite(s) and s > 0) for s in self.action_scale):
+            raise ValueError(f"action_scale entries must be positive and finite, got {self.action_scale!r}")
+        lo, hi = (np.asarray(b, dtype=float) for b in self.workspace)
+        if lo.shape != (3,) or hi.shape != (3,) or not np.all(lo < hi):
+            raise ValueError(f"workspace must be ((lo), (hi)) with lo < hi, got {self.workspace!r}")
+        for name in ("reset_noise", "progress_scale", "action_cost"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
+        if not math.isfinite(self.success_loss):
+            raise ValueError(f"success_loss must be finite, got {self.success_loss!r}")
+        if not isinstance(self.obs_points, int) or self.obs_points < 1:
+            raise ValueError(f"obs_points must be an int >= 1, got {self.obs_points!r}")
+        if not isinstance(self.render_size, int) or not 16 <= self.render_size <= 2048:
+            raise ValueError(f"render_size must be an int in [16, 2048], got {self.render_size!r}")
+
+    @property
+    def action_dim(self) -> int:
+        return len(self.action_dofs)
+
+    @property
+    def step_time(self) -> float:
+        """Simulated seconds per env step."""
+        return self.sim.dt * self.sim.substeps
+
+
+class Task(abc.ABC):
+    """The interface the Gymnasium wrappers use; one instance drives B scenes.
+
+    Life cycle: ``task = TaskClass(config)``; ``task.make(B)``; ``task.reset(mask, rng)`` for the
+    entries to (re)start; then ``step``/``observe``/``loss``/``render``.
+    """
+
+    #: Registered name (``FluxLab/<name>-v0``).
+    name: ClassVar[str] = ""
+    #: Frames per second of rendered rollouts.
+    render_fps: ClassVar[int] = 20
+
+    def __init__(self, config: TaskConfig):
+        self.config = config
+        self.batch_size = 0
+
+    @classmethod
+    @abc.abstractmethod
+    def default_config(cls, preset: str = "cpu") -> TaskConfig:
+        """The task's configuration at ``preset`` ("cpu" or "paper")."""
+
+    @property
+    def horizon(self) -> int:
+        return self.config.horizon
+
+    @property
+    def action_dim(self) -> int:
+        return self.config.action_dim
+
+    @property
+    @abc.abstractmethod
+    def observation_dim(self) -> int:
+        """Length of the flat observation vector."""
+
+    @abc.abstractmethod
+    def make(self, batch_size: int) -> None:
+        """Allocate the engine for ``batch_size`` scenes (all start at the default state)."""
+
+    @abc.abstractmethod
+    def reset(self, mask: np.ndarray, rngs: list[np.random.Generator]) -> None:
+        """Restart the scenes where ``mask`` (B,) is True; scene b draws its start jitter from
+        ``rngs[b]`` (one generator per scene, so a batch entry reproduces a single env)."""
+
+    @abc.abstractmethod
+    def step(self, action: np.ndarray) -> np.ndarray:
+        """Advance all scenes by one env step; action (B, A) in [-1, 1]. Returns (B,) diverged."""
+
+    @abc.abstractmethod
+    def observe(self) -> np.ndarray:
+        """(B, observation_dim) float32 observation of the current state."""
+
+    @abc.abstractmethod
+    def loss(self) -> np.ndarray:
+        """(B,) float64 task loss of the current state (the quantity rewards are progress on)."""
+
+    def success(self, loss: np.ndarray) -> np.ndarray:
+        """(B,) bool success test given the current ``loss``."""
+        return loss <= self.config.success_loss
+
+    def reward_terms(self, loss_before: np.ndarray, loss_after: np.ndarray, action: np.ndarray) -> dict:
+        """Dense reward terms (B,) each; the reward is their sum."""
+        return {
+            "progress": self.config.progress_scale * (loss_before - loss_after),
+            "action_cost": -self.config.action_cost * np.sum(np.square(action), axis=-1),
+        }
+
+    def terminated(self) -> np.ndarray:
+        """(B,) bool: the episode reached a terminal state (default never; tasks have horizons)."""
+        return np.zeros(self.batch_size, dtype=bool)
+
+    @abc.abstractmethod
+    def render(self, index: int = 0, size: int | None = None) -> np.ndarray:
+        """(H, W, 3) uint8 frame of scene ``index``."""
+
+    @abc.abstractmethod
+    def differentiable_rollout(self, actions: torch.Tensor, params: torch.Tensor | None = None) -> torch.Tensor:
+        """Scalar task loss after running ``actions`` (T, A) from the last reset state of scene 0.
+
+        Differentiable with respect to ``actions`` and ``params`` (the material parameter table);
+        T may be shorter than the horizon.
+        """
+
+    @abc.abstractmethod
+    def scripted_action(self, t: int, index: int = 0) -> np.ndarray:
+        """(A,) action in [-1, 1] of a hand-written reference policy for scene ``index`` at its
+        env step ``t`` (0-based); it may read the scene's current state."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, a no-op for tasks without buffers
+        """Release engine buffers."""
+
+
+def check_actions(actions: Any, batch_size: int, action_dim: int) -> np.ndarray:
+    """Validate a (B, A) action batch: right shape, finite, inside [-1, 1] (with rounding slack).
+
+    Returns:
+        float64 copy clipped to [-1, 1].
+
+    Raises:
+        ValueError: wrong shape, NaN/Inf, or values outside [-1, 1] by more than 1e-6.
+    """
+    a = np.asarray(actions, dtype=np.float64)
+    if a.shape != (batch_size, action_dim):
+        raise ValueError(f"action must have shape {(batch_size, action_dim)}, got {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"action contains NaN/Inf: {a.tolist()}")
+    if np.any(np.abs(a) > 1.0 + 1e-6):
+        raise ValueError(f"action must lie in [-1, 1], got range [{a.min():g}, {a.max():g}]")
+    return np.clip(a, -1.0, 1.0)
+
+
+class ParticleTask(Task):
+    """A task on the MLS-MPM simulator; subclasses define the scene, the loss and a script.
+
+    Subclass hooks:
+        ``default_config(preset)``; ``build_scene() -> Model`` (the tool is collider
+        ``config.tool``); ``state_loss(x, v, pose) -> (B,)`` differentiable in torch;
+        ``scripted_action(t)``. Optional: ``trajectory_loss`` (default: ``state_loss`` of the
+        final state), ``observe_state`` (default: subsampled particles per material plus tool
+        pose and velocity), ``success``.
+    """
+
+    def __init__(self, config: TaskConfig):
+        super().__init__(config)
+        runtime.require()
+        self.model = self.build_scene()
+        if not 0 <= config.tool < self.model.n_colliders:
+            raise ValueError(f"{self.name}: tool {config.tool}, but the scene has {self.model.n_colliders} colliders")
+        self.sim = None
+        self._renderer = None
+        self._obs_index = self._observation_indices()
+        self._dofs = torch.tensor(config.action_dofs)
+        self._scale = torch.tensor(config.action_scale, dtype=torch.float64)
+        self._workspace = torch.tensor(config.workspace, dtype=torch.float64)
+        self._colors = None
+
+    # ------------------------------------------------------------------ hooks
+    @abc.abstractmethod
+    def build_scene(self):
+        """The task's :class:`engine.state.Model` (particles, materials, colliders)."""
+
+    @abc.abstractmethod
+    def state_loss(self, x: torch.Tensor, v: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
+        """(B,) differentiable loss of a state: x, v (B, N, 3), collider poses (B, K, 7)."""
+
+    def trajectory_loss(self, xs: torch.Tensor, vs: torch.Tensor, poses: torch.Tensor) -> torch.Tensor:
+        """(B,) loss of a whole rollout: xs, vs (T, B, N, 3) after each step, poses (B, K, 7) final.
+
+        Default: the state loss of the final state, so ``differentiable_rollout`` of a full
+        episode equals the loss the env reports at its last step.
+        """
+        return self.state_loss(xs[-1], vs[-1], poses)
+
+    # ------------------------------------------------------------------ observation
+    def _observation_indices(self) -> np.ndarray:
+        """Fixed particle indices observed: ``obs_points`` per material, evenly spread."""
+        picks = []
+        for m in range(len(self.model.materials)):
+            ids = np.flatnonzero(self.model.material_id == m)
+            k = min(self.config.obs_points, len(ids))
+            chosen = ids[np.linspace(0, len(ids) - 1, k).round().astype(int)]
+            if k < self.config.obs_points:  # pad by repetition so the size is fixed
+                chosen = np.resize(chosen, self.config.obs_points)
+            picks.append(chosen)
+        return np.concatenate(picks)
+
+    @property
+    def observation_dim(self) -> int:
+        return len(self._obs_index) * 6 + 7 + 6
+
+    def observe_state(self, x: torch.Tensor, v: torch.Tensor, pose: torch.Tensor, tool_vel: torch.Tensor):
+        """(B, observation_dim) observation: subsampled positions (centred on the domain) and
+        velocities per material, tool pose (position centred, quaternion) and tool velocity."""
+        centre = 0.5 * self.config.sim.domain_size
+        idx = torch.as_tensor(self._obs_index)
+        xs, vs = x[:, idx] - centre, v[:, idx]
+        tool = pose[:, self.config.tool]
+        tool = torch.cat([tool[:, :3] - centre, tool[:, 3:]], dim=-1)
+        B = x.shape[0]
+        return torch.cat([xs.reshape(B, -1), vs.reshape(B, -1), tool, tool_vel], dim=-1)
+
+    # ------------------------------------------------------------------ actions
+    def control(self, action: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
+        """(B, K, 6) collider velocities for actions (B, A): the tool's driven DOFs get
+        ``action * action_scale``, every other collider stays still. A linear component that
+        would carry the tool out of the workspace within this step is zeroed."""
+        B, K = action.shape[0], self.model.n_colliders
+        dtype = action.dtype
+        vel = action * self._scale.to(dtype)
+        tool_vel = torch.zeros(B, 6, dtype=dtype).index_copy(1, self._dofs, vel)
+        position = pose[:, self.config.tool, :3].detach().to(dtype)
+        target = position + tool_vel[:, :3].detach() * self.config.step_time
+        ws = self._workspace.to(dtype)
+        inside = ((target >= ws[0]) & (target <= ws[1])).to(dtype)
+        lin = tool_vel[:, :3] * inside
+        tool_vel = torch.cat([lin, tool_vel[:, 3:]], dim=-1)
+        control = torch.zeros(B, K, 6, dtype=dtype)
+        return control.index_copy(1, torch.tensor([self.config.tool]), tool_vel[:, None])
+
+    # ------------------------------------------------------------------ engine
+    def make(self, batch_size: int) -> None:
+        from engine.simulator import Simulator
+
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        self.batch_size = batch_size
+        self.sim = Simulator(self.model, batch_size=batch_size)
+        self._start = self.sim.initial_state()
+        self._tool_vel = torch.zeros(batch_size, 6, dtype=self.sim.dtype)
+        self.sim.reset(self._start)
+
+    def _require_sim(self):
+        if self.sim is None:
+            raise RuntimeError(f"{self.name}: call make(batch_size) first")
+        return self.sim
+
+    def reset(self, mask: np.ndarray, rngs: list[np.random.Generator]) -> None:
+        sim = self._require_sim()
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != (self.batch_size,) or len(rngs) != self.batch_size:
+            raise ValueError(f"reset needs a ({self.batch_size},) mask and {self.batch_size} generators")
+        if not mask.any():
+            return
+        current = sim.get_state()
+        initial = sim.initial_state()
+        rows = torch.as_tensor(np.flatnonzero(mask))
+        noise = np.stack([rngs[b].uniform(-1.0, 1.0, size=2) for b in np.flatnonzero(mask)])
+        jitter = torch.as_tensor(noise * self.config.reset_noise, dtype=sim.dtype)
+        initial.collider_pose[rows, self.config.tool, :2] += jitter
+        for name in ("x", "v", "C", "F", "J", "collider_pose"):
+            getattr(current, name)[rows] = getattr(initial, name)[rows]
+        # Entries not being reset may hold a diverged (non-finite) state until their own reset;
+        # give them the initial state too so the engine's input check passes (they are
+        # reported as diverged already and are reset before they are observed again).
+        bad = ~torch.isfinite(current.x.reshape(self.batch_size, -1)).all(dim=1)
+        for name in ("x", "v", "C", "F", "J", "collider_pose"):
+            getattr(current, name)[bad] = getattr(initial, name)[bad]
+        for name in ("x", "v", "C", "F", "J", "collider_pose"):
+            getattr(self._start, name)[rows] = getattr(current, name)[rows]
+        self._tool_vel[rows] = 0.0
+        sim.reset(current)
+
+    def step(self, action: np.ndarray) -> np.ndarray:
+        sim = self._require_sim()
+        a = torch.as_tensor(check_actions(action, self.batch_size, self.action_dim), dtype=sim.dtype)
+        control = self.control(a, sim.collider_poses())
+        self._tool_vel = control[:, self.config.tool].clone()
+        status = sim.step(control, raise_on_divergence=False)
+        return status != 0
+
+    def _current(self):
+        sim = self._require_sim()
+        state = sim.get_state()
+        return state.x, state.v, state.collider_pose
+
+    def observe(self) -> np.ndarray:
+        x, v, pose = self._current()
+        obs = self.observe_state(x, v, pose, self._tool_vel)
+        return obs.detach().cpu().numpy().astype(np.float32)
+
+    def loss(self) -> np.ndarray:
+        x, v, pose = self._current()
+        with torch.no_grad():
+            return self.state_loss(x, v, pose).cpu().numpy().astype(np.float64)
+
+    def state_success(self, x: torch.Tensor, v: torch.Tensor, pose: torch.Tensor) -> torch.Tensor | None:
+        """(B,) bool success of a state, or None to use ``loss <= success_loss``."""
+        return None
+
+    def success(self, loss: np.ndarray) -> np.ndarray:
+        x, v, pose = self._current()
+        with torch.no_grad():
+            ok = self.state_success(x, v, pose)
+        return super().success(loss) if ok is None else ok.cpu().numpy().astype(bool)
+
+    def tool_pose(self, index: int = 0) -> np.ndarray:
+        """(7,) current pose of the tool in scene ``index`` (for scripted policies)."""
+        return self._require_sim().collider_poses()[index, self.config.tool].cpu().numpy().astype(np.float64)
+
+    # ------------------------------------------------------------------ differentiable path
+    def differentiable_rollout(self, actions: torch.Tensor, params: torch.Tensor | None = None) -> torch.Tensor:
+        sim = self._require_sim()
+        actions = torch.as_tensor(actions)
+        if actions.ndim != 2 or actions.shape[1] != self.action_dim or actions.shape[0] < 1:
+            raise ValueError(f"actions must have shape (T, {self.action_dim}) with T >= 1, got {tuple(actions.shape)}")
+        if actions.shape[0] > self.horizon:
+            raise ValueError(f"actions has {actions.shape[0]} steps, more than the horizon {self.horizon}")
+        if not torch.isfinite(actions).all():
+            raise ValueError("actions contain NaN/Inf")
+        dtype = sim.dtype
+        actions = actions.to(dtype)
+        B = self.batch_size
+        start = self._start.detach()
+        if params is not None:
+            params = torch.as_tensor(params).to(dtype)
+            if params.ndim == 2:
+                params = params.expand(B, *params.shape)
+        # The workspace clamp needs the tool pose at every step; it is a function of the controls
+        # alone, so advance it with the engine's own pose integrator (no gradient needed there).
+        from engine.colliders import step_pose
+
+        pose = start.collider_pose.to(dtype)
+        controls = []
+        for t in range(actions.shape[0]):
+            c = self.control(actions[t].expand(B, -1), pose)
+            controls.append(c)
+            with torch.no_grad():
+                for _ in range(self.config.sim.substeps):
+                    pose = step_pose(pose, c, self.config.sim.dt)
+        control = torch.stack(controls)
+        out = sim.rollout(start, control, params=params, record="all")
+        final_pose = out.final.collider_pose
+        return self.trajectory_loss(out.x, out.v, final_pose).mean()
+
+    # ------------------------------------------------------------------ rendering
+    def render(self, index: int = 0, size: int | None = None) -> np.ndarray:
+        from engine.render import Renderer, particle_colors
+
+        sim = self._require_sim()
+        if not 0 <= index < self.batch_size:
+            raise ValueError(f"render index must be in [0, {self.batch_size}), got {index}")
+        size = size or self.config.render_size
+        if self._renderer is None or self._renderer.width != size:
+            cfg = self.config
+            self._renderer = Renderer(
+                width=size,
+                height=size,
+                camera_pos=cfg.camera_pos,
+                look_at=cfg.look_at,
+                fov_deg=45.0,
+                particle_radius=0.35 * cfg.sim.dx,
+                floor_z=cfg.sim.boundary_cells * cfg.sim.dx,
+            )
+            self._colors = particle_colors(self.model)
+        x = sim.positions()[index]
+        pose = sim.collider_poses()[index].cpu().numpy()
+        return self._renderer.render(x, self._colors, list(zip(self.model.colliders, pose, strict=True)))
+
+    def close(self) -> None:
+        self.sim = None
+        self._renderer = None
+
+
+def ensure_runtime(precision: str | None = None) -> None:
+    """Initialize the engine (CPU, f32 unless given) if nothing has yet; else check precision."""
+    if runtime.current() is None:
+        engine.init(precision=precision or "f32")
+    elif precision is not None and runtime.current().precision != precision:
+        raise ValueError(
+            f"the FluxLab runtime already runs in {runtime.current().precision}; cannot make a {precision} env"
+        )
