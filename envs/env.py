@@ -30,9 +30,10 @@ class FluxLabEnv(gym.Env):
     scaled by ``action_scale`` [m/s, rad/s]. NaN/Inf or wrong-shape actions raise ``ValueError``.
 
     ## Observation Space
-    ``Box(-inf, inf, (D,), float32)``: for particle tasks, ``obs_points`` particles per material
-    (positions relative to the domain centre, then velocities) and the tool pose (7) and
-    velocity (6); for the gas task, probe temperatures and the actuator state.
+    ``Box(low, high, (D,), float32)`` with the task's physical bounds: for particle tasks,
+    ``obs_points`` particles per material (positions relative to the domain centre, then
+    velocities) and the tool pose (7) and velocity (6); for the gas task, probe temperatures and
+    the actuator state.
 
     ## Rewards
     ``progress_scale * (loss before - loss after) - action_cost * |a|^2`` per step; the terms
@@ -42,7 +43,8 @@ class FluxLabEnv(gym.Env):
     The task's scene with the tool's start (x, y) jittered by ``reset_noise`` from the seed.
 
     ## Episode End
-    Truncation at the horizon (``max_episode_steps``, registered per task); ``truncated=True``
+    Truncation at the task horizon (also registered as ``max_episode_steps``; a ``horizon=``
+    override shortens it); ``truncated=True``
     with ``info["diverged"]=True`` when the simulation blows up; ``terminated`` only if a task
     defines a terminal state. ``info["success"]`` reports the task's success test.
 
@@ -75,7 +77,7 @@ class FluxLabEnv(gym.Env):
         self.render_size = render_size
         self.metadata = {**self.metadata, "render_fps": self.task.render_fps}
         self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(self.task.action_dim,), dtype=np.float32)
-        self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(self.task.observation_dim,), dtype=np.float32)
+        self.observation_space = gym.spaces.Box(*self.task.observation_limits(), dtype=np.float32)
         self._t = 0
         self._last_obs: np.ndarray | None = None
         self._last_loss: np.ndarray | None = None
@@ -110,7 +112,8 @@ class FluxLabEnv(gym.Env):
         self._last_obs, self._last_loss = obs, loss
         info = {f"reward_{k}": float(v[0]) for k, v in terms.items()}
         info.update(loss=float(loss[0]), success=bool(self.task.success(loss)[0]), diverged=False)
-        return obs.copy(), reward, bool(self.task.terminated()[0]), False, info
+        truncated = self._t >= self.task.horizon  # also enforced by TimeLimit at the registered horizon
+        return obs.copy(), reward, bool(self.task.terminated()[0]), truncated, info
 
     def render(self):
         if self.render_mode != "rgb_array":

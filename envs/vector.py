@@ -26,7 +26,7 @@ class FluxLabVectorEnv(gym.vector.VectorEnv):
     """``num_envs`` copies of a FluxLab task in one batched simulator.
 
     Arguments as :class:`envs.env.FluxLabEnv`, plus ``num_envs`` and ``max_episode_steps``
-    (default: the task horizon). ``info`` holds per-scene arrays ``loss``, ``success``,
+    (default and upper bound: the task horizon). ``info`` holds per-scene arrays ``loss``, ``success``,
     ``diverged`` and ``reward_<term>``.
     """
 
@@ -53,12 +53,12 @@ class FluxLabVectorEnv(gym.vector.VectorEnv):
         self.num_envs = num_envs
         self.render_mode = render_mode
         self.render_size = render_size
-        self.max_episode_steps = int(max_episode_steps or self.task.horizon)
+        # Gymnasium passes the registered (cpu-preset) limit; an episode never outlasts the task's
+        # own horizon, which a config override (``horizon=...``) may shorten.
+        self.max_episode_steps = min(int(max_episode_steps or self.task.horizon), self.task.horizon)
         self.metadata = {**self.metadata, "render_fps": self.task.render_fps}
         self.single_action_space = gym.spaces.Box(-1.0, 1.0, shape=(self.task.action_dim,), dtype=np.float32)
-        self.single_observation_space = gym.spaces.Box(
-            -np.inf, np.inf, shape=(self.task.observation_dim,), dtype=np.float32
-        )
+        self.single_observation_space = gym.spaces.Box(*self.task.observation_limits(), dtype=np.float32)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self._rngs = [seeding.np_random(None)[0] for _ in range(num_envs)]

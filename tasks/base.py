@@ -151,6 +151,13 @@ class Task(abc.ABC):
     def observation_dim(self) -> int:
         """Length of the flat observation vector."""
 
+    def observation_limits(self) -> tuple[np.ndarray, np.ndarray]:
+        """(low, high) float32 bounds of the observation (finite; the env's Box space).
+
+        Default: +-1e4 per entry; tasks override with physical bounds."""
+        bound = np.full(self.observation_dim, 1e4, dtype=np.float32)
+        return -bound, bound
+
     @abc.abstractmethod
     def make(self, batch_size: int) -> None:
         """Allocate the engine for ``batch_size`` scenes (all start at the default state)."""
@@ -286,6 +293,19 @@ class ParticleTask(Task):
     def observation_dim(self) -> int:
         return len(self._obs_index) * 6 + 7 + 6
 
+    def observation_limits(self) -> tuple[np.ndarray, np.ndarray]:
+        """Positions within half a domain of the centre, velocities within the blow-up speed
+        (anything faster is reported as diverged), quaternions in [-1, 1], tool velocity within
+        the largest action scale."""
+        cfg = self.config
+        n = len(self._obs_index) * 3
+        half, speed = 0.5 * cfg.sim.domain_size, cfg.sim.speed_limit
+        tool_speed = max(cfg.action_scale)
+        high = np.concatenate(
+            [np.full(n, half), np.full(n, speed), np.full(3, half), np.ones(4), np.full(6, tool_speed)]
+        )
+        return (-high).astype(np.float32), high.astype(np.float32)
+
     def observe_state(self, x: torch.Tensor, v: torch.Tensor, pose: torch.Tensor, tool_vel: torch.Tensor):
         """(B, observation_dim) observation: subsampled positions (centred on the domain) and
         velocities per material, tool pose (position centred, quaternion) and tool velocity."""
@@ -373,8 +393,9 @@ class ParticleTask(Task):
 
     def observe(self) -> np.ndarray:
         x, v, pose = self._current()
-        obs = self.observe_state(x, v, pose, self._tool_vel)
-        return obs.detach().cpu().numpy().astype(np.float32)
+        obs = self.observe_state(x, v, pose, self._tool_vel).detach().cpu().numpy().astype(np.float32)
+        low, high = self.observation_limits()
+        return np.clip(obs, low, high)
 
     def loss(self) -> np.ndarray:
         x, v, pose = self._current()
