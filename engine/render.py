@@ -727,7 +727,8 @@ class Renderer:
                 b_radius = 1.01 * b_radius + 1e-3
             g = (c.shape.kind, packed[1], k, packed[2], ti.math.vec3(*pose[:3]), ti.math.vec4(*pose[3:]))
             geometry.append((g, ti.math.vec3(*center), b_radius, center))
-            _shadow_collider(*g, ti.math.vec3(*center), b_radius, *sh)
+            if styles[k][3] >= 1.0:  # clear glass casts no shadow, so liquid inside stays lit
+                _shadow_collider(*g, ti.math.vec3(*center), b_radius, *sh)
 
         _background(image, depth, key, cam, basis, focal, self.floor_z, self.checker, *sh)
         if N:

@@ -77,8 +77,8 @@ class Pouring(ParticleTask):
             workspace=((0.2, 0.3, 0.15), (0.8, 0.7, 0.7)),
             reset_noise=0.01,
             progress_scale=1.0,
-            camera_pos=(0.5, -0.55, 0.75),
-            look_at=(0.52, 0.5, 0.25),
+            camera_pos=(0.55, -0.4, 0.62),
+            look_at=(0.55, 0.5, 0.22),
         )
 
     def _wall(self) -> float:
