@@ -1,0 +1,200 @@
+"""Saving and safely reloading policy artifacts: open-loop trajectories (.npz) and SB3 models (.zip).
+
+A trajectory file is a plain ``numpy.savez`` archive of arrays only (no pickled objects; it is
+read back with ``allow_pickle=False``): the actions (T, A) in [-1, 1], the task loss they
+reached (the differentiable loss of the full-horizon rollout, equal to the env's final
+``info["loss"]`` on replay from the same reset seed, see :mod:`policies.trajopt`), the task name,
+preset, reset seed, the task-config overrides (a JSON string) and free-form metadata (JSON).
+Stable-Baselines3 models are loaded with SB3's own loader (which reads the network weights with
+``torch.load(weights_only=True)``); a JSON side file names the task and algorithm. Missing files
+raise ``FileNotFoundError`` and unreadable or malformed ones ``ValueError``, both naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TRAJECTORY_FORMAT = "fluxlab-trajectory-v1"
+_KEYS = ("format", "actions", "loss", "task", "preset", "seed", "overrides", "method", "metadata")
+
+
+@dataclass
+class Trajectory:
+    """An open-loop action sequence and where it came from.
+
+    Attributes:
+        actions: (T, A) float64 actions in [-1, 1].
+        loss: task loss the sequence reached (full-horizon rollout from the ``seed`` reset).
+        task: registered task name, e.g. ``"Pouring"``.
+        seed: env reset seed the actions were optimized for.
+        preset: task preset ("cpu" or "paper").
+        overrides: task-config overrides (JSON-compatible; tuples are restored on load).
+        method: what produced it ("optimize", "cmaes", ...).
+        metadata: any further JSON-compatible facts (parameterization, iterations, precision).
+    """
+
+    actions: np.ndarray
+    loss: float
+    task: str
+    seed: int
+    preset: str = "cpu"
+    overrides: dict[str, Any] = field(default_factory=dict)
+    method: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def _tuples(value: Any) -> Any:
+    """JSON lists back to tuples (task configs hold tuples only), recursively."""
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _tuples(v) for k, v in value.items()}
+    return value
+
+
+def _check_actions(actions: np.ndarray, where: str) -> np.ndarray:
+    a = np.asarray(actions, dtype=np.float64)
+    if a.ndim != 2 or a.shape[0] < 1 or a.shape[1] < 1:
+        raise ValueError(f"{where}: actions must have shape (T, A) with T, A >= 1, got {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{where}: actions contain NaN/Inf")
+    if np.any(np.abs(a) > 1.0 + 1e-6):
+        raise ValueError(f"{where}: actions must lie in [-1, 1], got range [{a.min():g}, {a.max():g}]")
+    return a
+
+
+def save_trajectory(path: str | Path, trajectory: Trajectory) -> Path:
+    """Write ``trajectory`` to ``path`` (``.npz``; arrays only). Returns the path."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise ValueError(f"trajectory files end in .npz, got {path}")
+    actions = _check_actions(trajectory.actions, str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        np.savez(
+            f,
+            format=np.array(TRAJECTORY_FORMAT),
+            actions=actions,
+            loss=np.array(float(trajectory.loss)),
+            task=np.array(str(trajectory.task)),
+            preset=np.array(str(trajectory.preset)),
+            seed=np.array(int(trajectory.seed), dtype=np.int64),
+            overrides=np.array(json.dumps(trajectory.overrides)),
+            method=np.array(str(trajectory.method)),
+            metadata=np.array(json.dumps(trajectory.metadata)),
+        )
+    return path
+
+
+def load_trajectory(path: str | Path) -> Trajectory:
+    """Read a trajectory written by :func:`save_trajectory` (``allow_pickle=False``).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: not a readable ``.npz``, a missing or malformed field, or actions outside
+            [-1, 1] / non-finite; the message names the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"trajectory file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [k for k in _KEYS if k not in data.files]
+            if missing:
+                raise ValueError(f"missing fields {missing}")
+            fields = {k: data[k] for k in _KEYS}
+        if str(fields["format"]) != TRAJECTORY_FORMAT:
+            raise ValueError(f"format {str(fields['format'])!r}, expected {TRAJECTORY_FORMAT!r}")
+        loss = float(fields["loss"])
+        overrides = json.loads(str(fields["overrides"]))
+        metadata = json.loads(str(fields["metadata"]))
+        if not isinstance(overrides, dict) or not isinstance(metadata, dict):
+            raise ValueError("overrides and metadata must be JSON objects")
+        trajectory = Trajectory(
+            actions=_check_actions(fields["actions"], str(path)),
+            loss=loss,
+            task=str(fields["task"]),
+            seed=int(fields["seed"]),
+            preset=str(fields["preset"]),
+            overrides=_tuples(overrides),
+            method=str(fields["method"]),
+            metadata=metadata,
+        )
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{path}: not a valid FluxLab trajectory file ({err})") from err
+    return trajectory
+
+
+# ---------------------------------------------------------------------- SB3 models
+SB3_ALGOS = ("ppo", "sac")
+
+
+def model_meta_path(model_path: str | Path) -> Path:
+    """The JSON side file of an SB3 model: ``model.zip`` -> ``model.json``."""
+    return Path(model_path).with_suffix(".json")
+
+
+def save_model_meta(model_path: str | Path, meta: dict[str, Any]) -> Path:
+    """Write the side file of ``model_path`` (task, algo, preset, overrides, seed, ...)."""
+    if meta.get("algo") not in SB3_ALGOS or "task" not in meta:
+        raise ValueError(f"model metadata needs 'task' and 'algo' in {SB3_ALGOS}, got {meta!r}")
+    path = model_meta_path(model_path)
+    path.write_text(json.dumps(meta, indent=2))
+    return path
+
+
+def load_model_meta(model_path: str | Path) -> dict[str, Any]:
+    """Read the side file of ``model_path``; overrides get their tuples back.
+
+    Raises:
+        FileNotFoundError: no side file.
+        ValueError: unreadable JSON or missing task/algo.
+    """
+    path = model_meta_path(model_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model metadata not found: {path} (written next to the model by fluxlab train)")
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(meta, dict) or meta.get("algo") not in SB3_ALGOS or "task" not in meta:
+        raise ValueError(f"{path}: needs 'task' and 'algo' in {SB3_ALGOS}")
+    meta["overrides"] = _tuples(meta.get("overrides", {}))
+    return meta
+
+
+def load_model(path: str | Path, algo: str | None = None):
+    """Load an SB3 model (.zip) with SB3's loader; ``algo`` defaults to the side file's.
+
+    Returns:
+        ``(model, meta)``; ``meta`` is the side file's content (``{}`` when ``algo`` is given
+        and there is no side file).
+
+    Raises:
+        FileNotFoundError: the model (or, without ``algo``, its side file) does not exist.
+        ValueError: not a loadable SB3 model of that algorithm; the message names the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
+    if algo is None:
+        meta = load_model_meta(path)
+        algo = meta["algo"]
+    else:
+        meta = load_model_meta(path) if model_meta_path(path).is_file() else {}
+    if algo not in SB3_ALGOS:
+        raise ValueError(f"algo must be one of {SB3_ALGOS}, got {algo!r}")
+    from stable_baselines3 import PPO, SAC
+
+    cls = {"ppo": PPO, "sac": SAC}[algo]
+    try:
+        model = cls.load(path, device="cpu")
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"{path}: not a valid {algo.upper()} model ({err})") from err
+    return model, meta
