@@ -6,7 +6,8 @@ reached (the differentiable loss of the full-horizon rollout, equal to the env's
 ``info["loss"]`` on replay from the same reset seed, see :mod:`policies.trajopt`), the task name,
 preset, reset seed, the task-config overrides (a JSON string) and free-form metadata (JSON).
 Stable-Baselines3 models are loaded with SB3's own loader (which reads the network weights with
-``torch.load(weights_only=True)``); a JSON side file names the task and algorithm. Missing files
+``torch.load(weights_only=True)``), its cloudpickled fields replaced via ``custom_objects`` from a
+JSON side file (task, algorithm, spaces) so nothing is unpickled. Missing files
 raise ``FileNotFoundError`` and unreadable or malformed ones ``ValueError``, both naming the file.
 """
 
@@ -169,32 +170,76 @@ def load_model_meta(model_path: str | Path) -> dict[str, Any]:
     return meta
 
 
-def load_model(path: str | Path, algo: str | None = None):
-    """Load an SB3 model (.zip) with SB3's loader; ``algo`` defaults to the side file's.
+def _no_pickle_objects(algo: str, meta: dict[str, Any]) -> dict[str, Any]:
+    """Replacements for every cloudpickled field of an SB3 (2.x) PPO / SAC ``data`` entry, built
+    from the side file, so loading never unpickles: the policy class, the spaces, schedules,
+    buffer classes, and training-only state (last observations, episode buffers)."""
+    from gymnasium import spaces
+    from stable_baselines3 import PPO, SAC
+    from stable_baselines3.common.buffers import ReplayBuffer, RolloutBuffer
+    from stable_baselines3.common.type_aliases import TrainFreq, TrainFrequencyUnit
+
+    try:
+        from stable_baselines3.common.utils import ConstantSchedule
+    except ImportError:  # SB3 < 2.6
+        from stable_baselines3.common.utils import constant_fn as ConstantSchedule
+
+    try:
+        obs_dim, act_dim = int(meta["observation_dim"]), int(meta["action_dim"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"model metadata lacks observation_dim/action_dim ({err})") from err
+    hyper = meta.get("hyperparameters", {})
+    cls = {"ppo": PPO, "sac": SAC}[algo]
+    return {
+        "policy_class": cls.policy_aliases["MlpPolicy"],
+        "observation_space": spaces.Box(-np.inf, np.inf, shape=(obs_dim,), dtype=np.float32),
+        "action_space": spaces.Box(-1.0, 1.0, shape=(act_dim,), dtype=np.float32),
+        "lr_schedule": ConstantSchedule(float(hyper.get("learning_rate", 3e-4))),
+        "clip_range": ConstantSchedule(float(hyper.get("clip_range", 0.2))),
+        "train_freq": TrainFreq(1, TrainFrequencyUnit.STEP),
+        "rollout_buffer_class": RolloutBuffer,
+        "replay_buffer_class": ReplayBuffer,
+        "_last_obs": None,
+        "_last_original_obs": None,
+        "_last_episode_starts": None,
+        "ep_info_buffer": None,
+        "ep_success_buffer": None,
+    }
+
+
+def load_model(path: str | Path):
+    """Load an SB3 PPO / SAC model (.zip) written by ``fluxlab train``, without unpickling.
+
+    SB3 stores some fields of its ``data`` entry with cloudpickle (arbitrary code on load); they
+    are all replaced through SB3's ``custom_objects`` from the JSON side file (task, algo, spaces),
+    and a file with any other pickled field is refused. The weights are read by SB3's loader with
+    ``torch.load(weights_only=True)``. The result is meant for inference (``predict``); training
+    state such as the last observation is not restored.
 
     Returns:
-        ``(model, meta)``; ``meta`` is the side file's content (``{}`` when ``algo`` is given
-        and there is no side file).
+        ``(model, meta)`` with ``meta`` the side file's content.
 
     Raises:
-        FileNotFoundError: the model (or, without ``algo``, its side file) does not exist.
-        ValueError: not a loadable SB3 model of that algorithm; the message names the file.
+        FileNotFoundError: the model or its side file does not exist.
+        ValueError: not a loadable SB3 model of the side file's algorithm, or it holds pickled
+            fields this loader does not know; the message names the file.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {path}")
-    if algo is None:
-        meta = load_model_meta(path)
-        algo = meta["algo"]
-    else:
-        meta = load_model_meta(path) if model_meta_path(path).is_file() else {}
-    if algo not in SB3_ALGOS:
-        raise ValueError(f"algo must be one of {SB3_ALGOS}, got {algo!r}")
+    meta = load_model_meta(path)
+    algo = meta["algo"]
     from stable_baselines3 import PPO, SAC
 
-    cls = {"ppo": PPO, "sac": SAC}[algo]
     try:
-        model = cls.load(path, device="cpu")
+        objects = _no_pickle_objects(algo, meta)
+        with zipfile.ZipFile(path) as archive:
+            data = json.loads(archive.read("data"))
+        pickled = {k for k, v in data.items() if isinstance(v, dict) and ":serialized:" in v}
+        unknown = sorted(pickled - set(objects))
+        if unknown:
+            raise ValueError(f"refusing to unpickle fields {unknown}")
+        model = {"ppo": PPO, "sac": SAC}[algo].load(path, device="cpu", custom_objects=objects)
     except (OSError, EOFError, zipfile.BadZipFile, KeyError, TypeError, ValueError, RuntimeError) as err:
         raise ValueError(f"{path}: not a valid {algo.upper()} model ({err})") from err
     return model, meta

@@ -349,6 +349,8 @@ def train(
         "overrides": overrides,
         "seed": seed,
         "num_envs": num_envs,
+        "observation_dim": int(venv.single_observation_space.shape[0]),
+        "action_dim": int(venv.single_action_space.shape[0]),
         "timesteps": int(model.num_timesteps),
         "hyperparameters": {k: v for k, v in kwargs.items() if isinstance(v, (int, float, str))},
     }

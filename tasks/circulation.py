@@ -41,14 +41,14 @@ Two probes per room at 1.2 m height; targets -3 K in the right (AC) and front-le
 smooth random perturbation (std 0.2 K, correlation length 0.5 m) drawn from the reset's seed.
 
 Presets: "cpu" is a 24 x 12 x 24 grid (dx = 0.25 m), one solver step of 0.25 s per env step,
-horizon 120 (30 s). Measured env step at B = 1 (torch_threads = 1, 60-step medians on the
-shared 2-core machine at load average ~5): 0.07-0.10 s in f32 (10th percentile 0.05 s), 0.08 s
-in f64; B = 8: 0.6-1.0 s. From a loss of ~1 the scripted policy reaches success first at steps
-95-99 (seeds 0-3, minimum loss 0.014-0.035; it drifts afterwards, final 0.03-0.34); random
-actions reach minima of 0.15-0.42 without success. "paper" is
-FluidLab's Circulation resolution and step (128 cells across, dt = 0.03 s, horizon 1000 = 30 s):
-128 x 64 x 128 cells (dx = 4.7 cm); on this CPU it takes ~5 s to make and ~30 s per step (the
-task keeps its tensors on the CPU).
+horizon 120 (30 s). Measured env step (torch_threads = 1, 60-step medians on the shared
+2-core machine): B = 1 0.040 s in f32 and 0.042 s in f64 at load average ~3, 0.07-0.10 s in
+f32 at load ~5; B = 8 0.17 s (load ~3) to 0.6-1.0 s (load 5-6). From a loss of ~1 the
+scripted policy reaches success first at steps 95-99 (seeds 0-3, minimum loss 0.014-0.035; it
+drifts afterwards, final 0.03-0.34); random actions reach minima of 0.15-0.42 without
+success. "paper" is FluidLab's Circulation resolution and step (128 cells across, dt = 0.03 s,
+horizon 1000 = 30 s): 128 x 64 x 128 cells (dx = 4.7 cm); on this CPU it takes ~5 s to make
+and ~30 s per step (the task keeps its tensors on the CPU).
 """
 
 from __future__ import annotations

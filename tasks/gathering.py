@@ -76,14 +76,14 @@ class FloatingConfig(TaskConfig):
         tool_clearance: gap between the tank floor and the tool's bottom [m].
     """
 
-    tank_radius: float = 0.2
+    tank_radius: float = 0.18
     tank_height: float = 0.17
     water_depth: float = 0.08
-    body_starts: tuple[tuple[float, float], ...] = ((0.25, 0.25),)
+    body_starts: tuple[tuple[float, float], ...] = ((0.2, 0.25),)
     body_size: float = 0.025
     body_density: float = 500.0
     tool_size: tuple[float, float, float] = (0.0175, 0.09, 0.07)
-    tool_start: tuple[float, float, float] = (0.2, 0.3, 0.0)
+    tool_start: tuple[float, float, float] = (0.15, 0.25, 0.0)
     tool_clearance: float = 0.02
 
     def __post_init__(self):
@@ -262,7 +262,7 @@ class GatheringConfig(FloatingConfig):
         sweep_speed: (O, scripted policy) paddle speed along the channel [fraction of full].
     """
 
-    target_x: float = 0.34
+    target_x: float = 0.285
     obstacle_radius: float = 0.0
     target_angle: float = 0.0
     target_half_angle: float = 0.5
@@ -273,9 +273,19 @@ class GatheringConfig(FloatingConfig):
 _GATHERING_LENGTHS = ("target_x", "obstacle_radius")
 
 
+#: x and y of the tank axis in the cpu preset (the centre of its 0.5 m domain) [m].
+AXIS = 0.25
+
+
 def _cpu_sim() -> SimConfig:
-    # dx = 2.5 cm over a 0.6 m domain (24^3 nodes), 10 substeps of 1 ms per env step.
-    return SimConfig(grid_res=24, domain_size=0.6, dt=1e-3, substeps=10)
+    # dx = 2.5 cm over a 0.5 m domain (20^3 nodes; the grid passes dominate the step cost),
+    # 10 substeps of 1 ms per env step.
+    return SimConfig(grid_res=20, domain_size=0.5, dt=1e-3, substeps=10)
+
+
+def _around(*offsets: tuple[float, ...]) -> tuple[tuple[float, ...], ...]:
+    """Points given as (dx, dy[, ...]) offsets from the cpu tank axis -> absolute (x, y[, ...]) [m]."""
+    return tuple((AXIS + p[0], AXIS + p[1], *p[2:]) for p in offsets)
 
 
 def _paper_sim() -> SimConfig:
@@ -306,15 +316,15 @@ class GatheringEasy(FloatingBodiesTask):
             tool=0,
             action_dofs=(0, 1),
             action_scale=(0.4, 0.4),
-            workspace=((0.15, 0.15, 0.0), (0.45, 0.45, 0.6)),
+            workspace=((AXIS - 0.13, AXIS - 0.13, 0.0), (AXIS + 0.13, AXIS + 0.13, 0.5)),
             reset_noise=0.01,
             progress_scale=1.0,
-            body_starts=((0.26, 0.25), (0.29, 0.33), (0.24, 0.37)),
-            tool_size=(0.0175, 0.12, 0.07),
-            tool_start=(0.18, 0.3, 0.0),
-            target_x=0.34,
-            camera_pos=(0.3, -0.05, 0.7),
-            look_at=(0.3, 0.3, 0.05),
+            body_starts=_around((-0.035, -0.044), (-0.009, 0.026), (-0.053, 0.062)),
+            tool_size=(0.0175, 0.11, 0.07),
+            tool_start=_around((-0.105, 0.0, 0.0))[0],
+            target_x=AXIS + 0.035,
+            camera_pos=(AXIS, AXIS - 0.31, 0.62),
+            look_at=(AXIS, AXIS, 0.05),
         )
         return scale_preset(config, preset, lengths=_GATHERING_LENGTHS)
 
@@ -386,17 +396,17 @@ class GatheringO(FloatingBodiesTask):
             tool=0,
             action_dofs=(0, 1, 5),
             action_scale=(0.4, 0.4, 4.0),
-            workspace=((0.1, 0.1, 0.0), (0.5, 0.5, 0.6)),
+            workspace=((AXIS - 0.18, AXIS - 0.18, 0.0), (AXIS + 0.18, AXIS + 0.18, 0.5)),
             reset_noise=0.005,
             progress_scale=1.0,
-            obstacle_radius=0.05,
-            body_starts=_ring(0.106, (1.85, 2.35, 2.85)),
-            tool_size=(0.0175, 0.04, 0.07),
-            tool_start=(*_ring(0.106, (3.3,))[0], 3.3 - 0.5 * math.pi),
+            obstacle_radius=0.045,
+            body_starts=_ring(0.094, (1.85, 2.35, 2.85)),
+            tool_size=(0.0175, 0.035, 0.07),
+            tool_start=(*_ring(0.094, (3.3,))[0], 3.3 - 0.5 * math.pi),
             target_angle=0.0,
             target_half_angle=0.8,
-            camera_pos=(0.3, -0.05, 0.7),
-            look_at=(0.3, 0.3, 0.05),
+            camera_pos=(AXIS, AXIS - 0.31, 0.62),
+            look_at=(AXIS, AXIS, 0.05),
         )
         return scale_preset(config, preset, lengths=_GATHERING_LENGTHS)
 
@@ -446,6 +456,6 @@ class GatheringO(FloatingBodiesTask):
         return np.array([lin[0], lin[1], wz])
 
 
-def _ring(radius: float, angles: tuple[float, ...], centre: float = 0.3) -> tuple[tuple[float, float], ...]:
-    """(x, y) points at ``radius`` about the cpu tank axis (centre, centre) at polar ``angles`` [rad]."""
-    return tuple((centre + radius * math.cos(a), centre + radius * math.sin(a)) for a in angles)
+def _ring(radius: float, angles: tuple[float, ...]) -> tuple[tuple[float, float], ...]:
+    """(x, y) points at ``radius`` about the cpu tank axis at polar ``angles`` [rad]."""
+    return _around(*((radius * math.cos(a), radius * math.sin(a)) for a in angles))

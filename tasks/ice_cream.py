@@ -57,14 +57,14 @@ class IceCreamConfig(TaskConfig):
         loss_scale: length [m] the Chamfer distance is divided by.
     """
 
-    holder_start: tuple[float, float, float] = (0.42, 0.5, 0.2)
+    holder_start: tuple[float, float, float] = (0.35, 0.5, 0.2)
     holder_radius: float = HOLDER_RADIUS
     holder_height: float = HOLDER_HEIGHT
     holder_wall: float = HOLDER_WALL
     nozzle: tuple[float, float] = (0.5, 0.5)
     rope_radius: float = 0.045
-    rope_bottom: float = 0.36
-    rope_top: float = 0.69
+    rope_bottom: float = 0.42
+    rope_top: float = 0.75
     drop_speed: float = 0.2
     injector_speed: tuple[float, float] = (0.0, 0.0)
     target: str = "ice_cream_swirl"
@@ -189,7 +189,7 @@ class IceCreamDynamic(IceCreamTask):
         return cls._config(
             preset,
             nozzle=(0.42, 0.5),
-            holder_start=(0.5, 0.42, 0.2),
+            holder_start=(0.5, 0.35, 0.2),
             injector_speed=(0.4, 0.0),
             target="ice_cream_mound",
         )

@@ -29,7 +29,7 @@ import torch
 from engine import sampling
 from engine.config import SimConfig
 from engine.materials import RIGID_BODY, Material
-from tasks.gathering import FloatingBodiesTask, FloatingConfig, scale_preset
+from tasks.gathering import AXIS, FloatingBodiesTask, FloatingConfig, scale_preset
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class TransportingConfig(FloatingConfig):
         push_speed: plate speed of the scripted pump stroke [fraction of full].
     """
 
-    target_xy: tuple[float, float] = (0.4, 0.3)
+    target_xy: tuple[float, float] = (0.35, 0.25)
     target_radius: float = 0.03
     push_speed: float = 0.6
 
@@ -58,21 +58,21 @@ class Transporting(FloatingBodiesTask):
         config = TransportingConfig(
             preset="cpu",
             horizon=100,
-            sim=SimConfig(grid_res=24, domain_size=0.6, dt=1e-3, substeps=10),
+            sim=SimConfig(grid_res=20, domain_size=0.5, dt=1e-3, substeps=10),
             tool=0,
             action_dofs=(0, 1),
             action_scale=(0.4, 0.4),
-            workspace=((0.14, 0.2, 0.0), (0.25, 0.4, 0.6)),
+            workspace=((AXIS - 0.13, AXIS - 0.09, 0.0), (AXIS - 0.04, AXIS + 0.09, 0.5)),
             reset_noise=0.005,
             progress_scale=1.0,
-            body_starts=((0.33, 0.3),),
+            body_starts=((AXIS + 0.04, AXIS),),
             body_size=0.03,
-            tool_size=(0.0175, 0.06, 0.07),
-            tool_start=(0.15, 0.3, 0.0),
-            target_xy=(0.4, 0.3),
+            tool_size=(0.0175, 0.055, 0.07),
+            tool_start=(AXIS - 0.12, AXIS, 0.0),
+            target_xy=(AXIS + 0.1, AXIS),
             target_radius=0.03,
-            camera_pos=(0.3, -0.05, 0.7),
-            look_at=(0.3, 0.3, 0.05),
+            camera_pos=(AXIS, AXIS - 0.31, 0.62),
+            look_at=(AXIS, AXIS, 0.05),
         )
         return scale_preset(config, preset, lengths=("target_xy", "target_radius"))
 

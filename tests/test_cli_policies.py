@@ -49,6 +49,7 @@ def _check_log(run: Path, columns: list[str], rows: int) -> list[dict]:
     return [dict(zip(columns, map(float, line.split(",")), strict=True)) for line in lines[1:]]
 
 
+@pytest.mark.slow
 def test_optimize_then_rollout_replays_the_recorded_loss(tmp_path):
     run = tmp_path / "opt"
     args = "--task FluxLab/Pouring-v0 --horizon 6 --iters 3 --lr 0.5 --seed 2 --size 64 --video-format gif"

@@ -117,21 +117,29 @@ def test_corrupt_or_missing_files_raise_clear_errors(tmp_path):
     outside.actions[0, 0] = 1.5
     with pytest.raises(ValueError, match=r"\[-1, 1\]"):
         io.save_trajectory(tmp_path / "outside.npz", outside)
-    # SB3 models: missing model, missing side file, corrupt zip.
+    # SB3 models: missing model, missing side file, corrupt zip, bad JSON, unknown pickled field.
     with pytest.raises(FileNotFoundError, match="model.zip"):
         io.load_model(tmp_path / "model.zip")
+    meta = {"task": TASK, "algo": "ppo", "observation_dim": 205, "action_dim": 3}
     bad_zip = tmp_path / "bad.zip"
     bad_zip.write_bytes(b"PK\x03\x04 not really")
     with pytest.raises(FileNotFoundError, match="bad.json"):
         io.load_model(bad_zip)
+    io.save_model_meta(bad_zip, meta)
     with pytest.raises(ValueError, match="bad.zip"):
-        io.load_model(bad_zip, algo="ppo")
-    empty_zip = tmp_path / "empty.zip"
-    with zipfile.ZipFile(empty_zip, "w") as z:
-        z.writestr("data", "{not json")
-    io.save_model_meta(empty_zip, {"task": TASK, "algo": "sac"})
-    with pytest.raises(ValueError, match="empty.zip"):
-        io.load_model(empty_zip)
+        io.load_model(bad_zip)
+    for name, data in (("notjson", "{not json"), ("pickled", '{"evil": {":serialized:": "gAR9lC4="}}')):
+        archive = tmp_path / f"{name}.zip"
+        with zipfile.ZipFile(archive, "w") as z:
+            z.writestr("data", data)
+        io.save_model_meta(archive, meta)
+        with pytest.raises(ValueError, match=f"{name}.zip"):
+            io.load_model(archive)
+    with pytest.raises(ValueError, match="refusing to unpickle fields \\['evil'\\]"):
+        io.load_model(tmp_path / "pickled.zip")
+    io.model_meta_path(bad_zip).write_text("[1, 2")
+    with pytest.raises(ValueError, match="bad.json"):
+        io.load_model(bad_zip)
 
 
 class _QuadraticEnv:

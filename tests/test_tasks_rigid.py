@@ -147,8 +147,8 @@ def test_gathering_easy_rollout_gradient_matches_finite_differences(registry):
         "GatheringEasy",
         horizon=T,
         water_depth=0.05,
-        body_starts=((0.24, 0.27), (0.25, 0.34)),
-        sim=SimConfig(grid_res=24, domain_size=0.6, dt=1e-3, substeps=4),
+        body_starts=((0.2, 0.21), (0.21, 0.28)),
+        sim=SimConfig(grid_res=20, domain_size=0.5, dt=1e-3, substeps=4),
     )
     env.reset(seed=0)
     rollout = env.unwrapped.differentiable_rollout
