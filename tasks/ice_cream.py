@@ -14,8 +14,9 @@ height h above the landing plane arrives after ``T(h) = (sqrt(v0^2 + 2 g h) - v0
 * Static: the rope is vertical, so everything lands at one fixed point.
 * Dynamic: each particle also gets a lateral initial velocity ``(p(T(h)) - p(0)) / T(h)``, so
   the material arriving at time T lands at ``p(T)``, a point moving along a straight line at
-  ``injector_speed`` (a moving injector). Shear between rope layers (viscosity, yield stress)
-  perturbs this a little; the scripted policy follows the analytic ``p(T)``.
+  ``injector_speed`` (a moving injector; 0.8 m/s moves it ~11 cm while the rope lands). Shear
+  between rope layers (viscosity, yield stress) perturbs this: measured landing points stay
+  within ~1 cm of ``p(T)``, ~2 cm for the rope's two ends. The scripted policy follows ``p(T)``.
 
 The holder (the tool) is an open ``Cup`` collider; actions (3) are its x, y, z velocities [m/s].
 
@@ -68,7 +69,7 @@ class IceCreamConfig(TaskConfig):
     drop_speed: float = 0.2
     injector_speed: tuple[float, float] = (0.0, 0.0)
     target: str = "ice_cream_swirl"
-    loss_scale: float = 0.1
+    loss_scale: float = 0.2
 
 
 class IceCreamTask(ParticleTask):
@@ -85,6 +86,7 @@ class IceCreamTask(ParticleTask):
 
     @classmethod
     def _config(cls, preset: str, **fields) -> IceCreamConfig:
+        fields = {"camera_pos": (0.5, -0.05, 0.62), "look_at": (0.48, 0.5, 0.33), **fields}
         return IceCreamConfig(
             preset=preset,
             horizon=50,
@@ -95,9 +97,7 @@ class IceCreamTask(ParticleTask):
             workspace=((0.2, 0.2, 0.1), (0.8, 0.8, 0.3)),
             reset_noise=0.01,
             progress_scale=1.0,
-            success_loss=0.5,
-            camera_pos=(0.5, 0.0, 0.6),
-            look_at=(0.48, 0.5, 0.33),
+            success_loss=0.25,
             **fields,
         )
 
@@ -114,10 +114,11 @@ class IceCreamTask(ParticleTask):
         return (np.sqrt(v0 * v0 + 2.0 * g * h) - v0) / g
 
     def landing_point(self, time: float) -> np.ndarray:
-        """(2,) x-y point [m] where the material arriving at ``time`` lands."""
+        """(2,) x-y point [m] where the material arriving at ``time`` lands: the nozzle until the
+        rope's lower end arrives, then moving at ``injector_speed`` until its upper end has."""
         cfg: IceCreamConfig = self.config
-        t0 = float(self.arrival_time(cfg.rope_bottom))
-        return np.asarray(cfg.nozzle) + np.asarray(cfg.injector_speed) * max(time - t0, 0.0)
+        t0, t1 = (float(self.arrival_time(z)) for z in (cfg.rope_bottom, cfg.rope_top))
+        return np.asarray(cfg.nozzle) + np.asarray(cfg.injector_speed) * (np.clip(time, t0, t1) - t0)
 
     def rope_velocity(self, points: np.ndarray) -> np.ndarray:
         """(n, 3) initial velocity [m/s] of rope particles at ``points``: down at ``drop_speed``
@@ -188,8 +189,10 @@ class IceCreamDynamic(IceCreamTask):
     def default_config(cls, preset: str = "cpu") -> IceCreamConfig:
         return cls._config(
             preset,
-            nozzle=(0.42, 0.5),
+            nozzle=(0.44, 0.5),
             holder_start=(0.5, 0.35, 0.2),
-            injector_speed=(0.4, 0.0),
+            injector_speed=(0.8, 0.0),
             target="ice_cream_mound",
+            camera_pos=(0.52, -0.05, 0.62),
+            look_at=(0.52, 0.5, 0.33),
         )

@@ -23,14 +23,12 @@ import numpy as np
 
 from engine import sampling
 from engine.colliders import Capsule, Collider, Contact
-from engine.config import SimConfig
 from engine.scene import SceneBuilder
 from tasks.latte_art import STEAMED_MILK, LatteConfig, LatteTask
-from tasks.targets import TARGETS
+from tasks.targets import SWIRL_RADII, SWIRL_TURNS
 
-# The scripted stirrer traces the target's spiral (read from the generator's parameters) from
-# the centre outward, SPIRAL_TURNS turns in SPIRAL_TIME simulated seconds.
-SPIRAL_TURNS = 2.0
+#: The scripted stirrer traces the target's spiral from the centre outward in this many
+#: simulated seconds.
 SPIRAL_TIME = 0.9
 
 
@@ -61,16 +59,10 @@ class LatteArtStir(LatteTask):
 
     @classmethod
     def default_config(cls, preset: str = "cpu") -> LatteArtStirConfig:
-        if preset == "cpu":
-            sim = SimConfig(grid_res=24, domain_size=0.75, dt=8e-4, substeps=10)
-        elif preset == "paper":
-            sim = SimConfig(grid_res=72, domain_size=0.75, dt=1e-4, substeps=80)
-        else:
-            raise ValueError(f"preset must be 'cpu' or 'paper', got {preset!r}")
         return LatteArtStirConfig(
             preset=preset,
             horizon=120,
-            sim=sim,
+            sim=cls.sim_config(preset),
             tool=0,
             action_dofs=(0, 1),
             action_scale=(1.0, 1.0),
@@ -112,19 +104,14 @@ class LatteArtStir(LatteTask):
         return ~in_blob & self._outside_stirrer(points)
 
     def scripted_action(self, t: int, index: int = 0) -> np.ndarray:
-        """Follow the target spiral ``r = r0 + (r1 - r0) theta / (2 pi turns)`` outward."""
+        """Follow the target spiral ``r = r0 + (r1 - r0) theta / (2 pi turns)`` outward: milk
+        caught by the stirrer trails behind it along the path."""
         cfg: LatteArtStirConfig = self.config
-        r0, r1 = _spiral_radii()
+        r0, r1 = SWIRL_RADII
         frac = min(1.0, (t + 1) * cfg.step_time / SPIRAL_TIME)
-        theta = 2.0 * np.pi * SPIRAL_TURNS * frac
+        theta = 2.0 * np.pi * SWIRL_TURNS * frac
         r = r0 + (r1 - r0) * frac
         goal = np.array(cfg.cup_center) + r * np.array([np.cos(theta), np.sin(theta)])
         pose = self.tool_pose(index)
         vel = (goal - pose[:2]) / cfg.step_time
         return np.clip(vel / np.array(cfg.action_scale), -1.0, 1.0)
-
-
-def _spiral_radii() -> tuple[float, float]:
-    """Inner and outer radius of the ``latte_swirl`` generator's spiral [m]."""
-    defaults = TARGETS["latte_swirl"][0].__defaults__
-    return defaults[0], defaults[1]

@@ -151,6 +151,7 @@ class Mixing(ParticleTask):
         density = np.array([m.density for m in model.materials])[model.material_id]
         self._mass = torch.as_tensor(model.volume * density)
         self._centres, self._sigma = self._cell_lattice(bottom)
+        self._v0 = float(self.segregation(torch.as_tensor(model.x0)[None])[0])
         return model
 
     def _rod_start(self, bottom: float) -> tuple[float, ...]:
@@ -197,9 +198,6 @@ class Mixing(ParticleTask):
         return (M * (q - mean) ** 2).sum(dim=-1) / total[:, 0]
 
     def state_loss(self, x: torch.Tensor, v: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
-        if not hasattr(self, "_v0"):
-            x0 = torch.as_tensor(self.model.x0, dtype=torch.float64)[None]
-            self._v0 = float(self.segregation(x0)[0])
         return self.segregation(x) / self._v0
 
     def scripted_action(self, t: int, index: int = 0) -> np.ndarray:

@@ -45,6 +45,10 @@ COFFEE_CUP_INNER_RADIUS = 0.205
 HOLDER_RADIUS = 0.1
 HOLDER_HEIGHT = 0.09
 HOLDER_WALL = 0.035
+#: The latte swirl: spiral radii from/to [m], turns, band width [m].
+SWIRL_RADII = (0.02, 0.17)
+SWIRL_TURNS = 2.0
+SWIRL_WIDTH = 0.04
 
 _LATTICE_2D = 0.02  # lattice spacing of the 2-D targets [m]
 _LATTICE_3D = 0.025  # lattice spacing of the 3-D targets [m]
@@ -86,8 +90,10 @@ def latte_heart(size: float = 0.3) -> np.ndarray:
     return lattice[_inside_polygon(lattice, outline)]
 
 
-def latte_swirl(r0: float = 0.02, r1: float = 0.17, turns: float = 2.0, width: float = 0.04) -> np.ndarray:
-    """(M, 2) spiral band ``r = r0 + (r1 - r0) theta / (2 pi turns)`` of ``width`` [m]."""
+def latte_swirl() -> np.ndarray:
+    """(M, 2) spiral band ``r = r0 + (r1 - r0) theta / (2 pi turns)``, ``theta`` in
+    ``[0, 2 pi turns]`` (counter-clockwise outward), of width ``SWIRL_WIDTH`` [m]."""
+    (r0, r1), turns, width = SWIRL_RADII, SWIRL_TURNS, SWIRL_WIDTH
     theta = np.linspace(0.0, 2.0 * np.pi * turns, 2000)
     r = r0 + (r1 - r0) * theta / theta[-1]
     curve = np.stack([r * np.cos(theta), r * np.sin(theta)], axis=1)
@@ -148,7 +154,8 @@ TARGETS: dict[str, tuple[Callable[[], np.ndarray], int, dict]] = {
         2,
         {
             "frame": "coffee cup x-y, origin on the cup axis",
-            "made": f"2-turn Archimedean spiral band r = 0.02..0.17 m, width 0.04 m, lattice {_LATTICE_2D} m",
+            "made": f"{SWIRL_TURNS}-turn Archimedean spiral band r = {SWIRL_RADII} m, width {SWIRL_WIDTH} m, "
+            f"lattice {_LATTICE_2D} m",
             "cup_inner_radius": COFFEE_CUP_INNER_RADIUS,
         },
     ),
@@ -212,6 +219,9 @@ def _load(name: str, directory: str | Path) -> tuple[np.ndarray, dict]:
     path = Path(directory) / f"{name}.npz"
     if not path.is_file():
         raise FileNotFoundError(f"target file {path} is missing; regenerate it with `python -m tasks.targets`")
+    with open(path, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":
+            raise ValueError(f"target file {path} is not a readable .npz archive (no zip header)")
     try:
         with np.load(path, allow_pickle=False) as data:
             keys = set(data.files)

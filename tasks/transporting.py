@@ -27,9 +27,8 @@ import numpy as np
 import torch
 
 from engine import sampling
-from engine.config import SimConfig
 from engine.materials import RIGID_BODY, Material
-from tasks.gathering import AXIS, FloatingBodiesTask, FloatingConfig, scale_preset
+from tasks.gathering import AXIS, FloatingBodiesTask, FloatingConfig, cpu_sim, scale_preset
 
 
 @dataclass(frozen=True)
@@ -42,7 +41,7 @@ class TransportingConfig(FloatingConfig):
         push_speed: plate speed of the scripted pump stroke [fraction of full].
     """
 
-    target_xy: tuple[float, float] = (0.35, 0.25)
+    target_xy: tuple[float, float] = (0.34, 0.25)
     target_radius: float = 0.03
     push_speed: float = 0.6
 
@@ -58,7 +57,7 @@ class Transporting(FloatingBodiesTask):
         config = TransportingConfig(
             preset="cpu",
             horizon=100,
-            sim=SimConfig(grid_res=20, domain_size=0.5, dt=1e-3, substeps=10),
+            sim=cpu_sim(),
             tool=0,
             action_dofs=(0, 1),
             action_scale=(0.4, 0.4),
@@ -69,7 +68,7 @@ class Transporting(FloatingBodiesTask):
             body_size=0.03,
             tool_size=(0.0175, 0.055, 0.07),
             tool_start=(AXIS - 0.12, AXIS, 0.0),
-            target_xy=(AXIS + 0.1, AXIS),
+            target_xy=(AXIS + 0.09, AXIS),
             target_radius=0.03,
             camera_pos=(AXIS, AXIS - 0.31, 0.62),
             look_at=(AXIS, AXIS, 0.05),
