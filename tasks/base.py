@@ -234,6 +234,22 @@ def check_actions(actions: Any, batch_size: int, action_dim: int) -> np.ndarray:
     return np.clip(a, -1.0, 1.0)
 
 
+def check_action_sequence(actions, action_dim: int, horizon: int) -> torch.Tensor:
+    """Validate an open-loop action sequence (T, A) for ``differentiable_rollout``.
+
+    Raises:
+        ValueError: wrong shape, T outside [1, horizon], or NaN/Inf entries.
+    """
+    actions = torch.as_tensor(actions)
+    if actions.ndim != 2 or actions.shape[1] != action_dim or actions.shape[0] < 1:
+        raise ValueError(f"actions must have shape (T, {action_dim}) with T >= 1, got {tuple(actions.shape)}")
+    if actions.shape[0] > horizon:
+        raise ValueError(f"actions has {actions.shape[0]} steps, more than the horizon {horizon}")
+    if not torch.isfinite(actions).all():
+        raise ValueError("actions contain NaN/Inf")
+    return actions
+
+
 class ParticleTask(Task):
     """A task on the MLS-MPM simulator; subclasses define the scene, the loss and a script.
 
@@ -419,13 +435,7 @@ class ParticleTask(Task):
     # ------------------------------------------------------------------ differentiable path
     def differentiable_rollout(self, actions: torch.Tensor, params: torch.Tensor | None = None) -> torch.Tensor:
         sim = self._require_sim()
-        actions = torch.as_tensor(actions)
-        if actions.ndim != 2 or actions.shape[1] != self.action_dim or actions.shape[0] < 1:
-            raise ValueError(f"actions must have shape (T, {self.action_dim}) with T >= 1, got {tuple(actions.shape)}")
-        if actions.shape[0] > self.horizon:
-            raise ValueError(f"actions has {actions.shape[0]} steps, more than the horizon {self.horizon}")
-        if not torch.isfinite(actions).all():
-            raise ValueError("actions contain NaN/Inf")
+        actions = check_action_sequence(actions, self.action_dim, self.horizon)
         dtype = sim.dtype
         actions = actions.to(dtype)
         B = self.batch_size

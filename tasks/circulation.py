@@ -64,7 +64,7 @@ import torch
 from engine import runtime
 from engine.grid_fluid import GridFluid, SmokeConfig, SmokeState, flags_from_colliders
 from engine.linsolve import SOLID
-from tasks.base import Task, TaskConfig, check_actions
+from tasks.base import Task, TaskConfig, check_action_sequence, check_actions
 
 Box3 = tuple[tuple[float, float, float], tuple[float, float, float]]
 
@@ -472,13 +472,7 @@ class Circulation(Task):
         for convergence because the solver is built with ``on_fail="warn"``).
         """
         fluid = self._require()
-        actions = torch.as_tensor(actions)
-        if actions.ndim != 2 or actions.shape[1] != self.action_dim or actions.shape[0] < 1:
-            raise ValueError(f"actions must have shape (T, {self.action_dim}) with T >= 1, got {tuple(actions.shape)}")
-        if actions.shape[0] > self.horizon:
-            raise ValueError(f"actions has {actions.shape[0]} steps, more than the horizon {self.horizon}")
-        if not torch.isfinite(actions).all():
-            raise ValueError("actions contain NaN/Inf")
+        actions = check_action_sequence(actions, self.action_dim, self.horizon)
         if params is not None:
             params = torch.as_tensor(params)
             if params.shape != (2,) or not torch.isfinite(params).all():
