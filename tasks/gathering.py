@@ -30,8 +30,20 @@ Shared machinery lives in :class:`FloatingBodiesTask` (also used by ``tasks/tran
 tank, water, floating bodies, the centroid loss and an observation extended by the body centroids
 and velocities.
 
-CPU preset (measured on the 2-core development machine, f32, B = 1; see the final numbers in
-the class docstrings).
+CPU preset: dx = 2.5 cm (20^3 nodes over a 0.5 m domain), 8 substeps of 1.25 ms (10 ms per env
+step). Measured env step (f32, 2 CPU threads, B = 1, median of 20 steps including observation,
+loss and success; the shared machine's timings varied by up to 1.5x between runs):
+GatheringEasy 2185 particles, 2 colliders, 0.078-0.100 s; GatheringO 1815 particles, 3
+colliders, 0.096-0.109 s; Transporting 2186 particles, 2 colliders, 0.074-0.094 s. At B = 8:
+0.15-0.20 s, 0.19-0.24 s, 0.18-0.22 s. Kernel time is only ~30 ms of a GatheringEasy step (Taichi
+kernel profiler); the rest is per-launch overhead of the ~15 kernels per substep. Paper preset:
+the same scenes scaled by 2 into a 1 m domain at 96^3 nodes (4.2e5, 3.9e5, 4.2e5 particles),
+50 substeps of 0.2 ms, the same simulated episode length.
+
+Known limitation: the engine's weakly compressible water slowly loses volume under gravity
+(particles creep downward while J stays hydrostatic; ~30 % of the depth per simulated second at
+this dt, independent of these tasks), so the water level visibly drops during an episode; the
+horizons are kept at 0.6-1 s so that the bodies stay afloat.
 """
 
 from __future__ import annotations
@@ -242,8 +254,8 @@ class FloatingBodiesTask(ParticleTask):
         return self.centroids(x)[0].cpu().numpy().astype(np.float64)
 
     def velocity_toward(self, goal_xy: np.ndarray, index: int = 0, gain: float = 4.0) -> np.ndarray:
-        """(2,) action in [-1, 1] moving the tool's (x, y) toward ``goal_xy`` in about
-        ``gain`` steps at most, saturating at full speed."""
+        """(2,) (vx, vy) action in [-1, 1] (the first two action DOFs of every floating task) moving
+        the tool's (x, y) toward ``goal_xy`` [m] in about ``gain`` steps, saturating at full speed."""
         cfg = self.config
         pose = self.tool_pose(index)
         scale = np.asarray(cfg.action_scale[:2])
@@ -302,7 +314,11 @@ def _scaled(values, factor: float):
 
 
 class GatheringEasy(FloatingBodiesTask):
-    """Push three floating ducks into the +x part of a round tank with a paddle (actions vx, vy)."""
+    """Push three floating ducks into the +x part of a round tank with a paddle (actions vx, vy).
+
+    CPU preset: horizon 60 (0.6 s). Scripted policy: success from step ~28 on, final loss 0;
+    seeded uniform random policies (4 seeds): final loss 0.30-0.48, never successful.
+    """
 
     name = "GatheringEasy"
     render_fps = 25
@@ -332,16 +348,12 @@ class GatheringEasy(FloatingBodiesTask):
         return torch.relu(self.config.target_x - c[..., 0])
 
     def scripted_action(self, t: int, index: int = 0) -> np.ndarray:
-        """Sweep the paddle (spanning the ducks' y range) toward +x until it reaches the target
-        line, following the ducks' mean y."""
+        """Sweep the paddle (spanning the ducks' y range) toward +x until it is 2 cm short of the
+        target line, following the ducks' mean y (within 10 % of the tank radius of the axis)."""
         cfg: GatheringConfig = self.config
-        c = self.body_centroids(index)
-        goal = np.array([cfg.target_x - 0.02, np.clip(c[:, 1].mean(), *self._y_range())])
-        return self.velocity_toward(goal, index, gain=1.0)
-
-    def _y_range(self) -> tuple[float, float]:
-        cy = self.centre[1]
-        return cy - 0.03, cy + 0.03
+        cy, band = self.centre[1], 0.1 * cfg.tank_radius
+        follow = np.clip(self.body_centroids(index)[:, 1].mean(), cy - band, cy + band)
+        return self.velocity_toward(np.array([cfg.target_x - 0.02, follow]), index, gain=1.0)
 
 
 def scale_preset(config: FloatingConfig, preset: str, lengths: tuple[str, ...] = ()) -> FloatingConfig:
@@ -382,7 +394,11 @@ def scale_preset(config: FloatingConfig, preset: str, lengths: tuple[str, ...] =
 
 
 class GatheringO(FloatingBodiesTask):
-    """Bring three ducks around the central obstacle of an O-shaped tank (actions vx, vy, wz)."""
+    """Bring three ducks around the central obstacle of an O-shaped tank (actions vx, vy, wz).
+
+    CPU preset: horizon 80 (0.8 s). Scripted policy: success from step ~55-60 on, final loss 0;
+    seeded uniform random policies (4 seeds): final loss 0.57-1.12, never successful.
+    """
 
     name = "GatheringO"
     render_fps = 25

@@ -22,8 +22,14 @@ The holder (the tool) is an open ``Cup`` collider; actions (3) are its x, y, z v
 
 Loss (differentiable): :func:`tasks.targets.chamfer` (3-D) between all ice-cream particles and
 the target shape placed on the holder's rim centre (it moves with the holder), divided by
-``loss_scale``. Ice cream that misses the holder lies far from the target and keeps the loss
-high. Success: loss <= ``success_loss``.
+``loss_scale`` = 0.2 m. Ice cream that misses the holder lies far from the target and keeps the
+loss high. Success: loss <= ``success_loss`` = 0.25.
+
+cpu preset: 570 particles, 32^3 grid (dx = 1/32 m), 5 substeps of 1.6 ms, horizon 50 (0.4 s;
+all material has landed by step ~33). Measured env step (f32, B = 1, shared 2-core machine at
+load ~4): median 0.032 s in the quietest of 4 rounds (0.032-0.06 s); B = 8: 0.10-0.15 s.
+Scripted (f64): static 1.81 -> 0.18, dynamic 2.27 -> 0.13; 6 seeded random policies never get
+below 0.65 (static) / 0.80 (dynamic) over the whole horizon.
 """
 
 from __future__ import annotations

@@ -13,6 +13,12 @@ Loss (differentiable): the 2-D Chamfer distance of :class:`tasks.latte_art.Latte
 the milk particles and the ``latte_swirl`` target (a two-turn spiral band on the coffee
 surface), divided by ``loss_scale`` = 0.06 m (the loss starts at ~1.1). Success: loss <=
 ``success_loss``.
+
+cpu preset: 1428 particles (112 milk, 1316 coffee), 24^3 grid (dx = 1/32 m), 10 substeps of
+0.8 ms, horizon 120 (0.96 s). Measured env step (f32, B = 1, shared 2-core machine at load ~4):
+median 0.051 s in the quietest of 4 rounds (0.051-0.11 s); B = 8: 0.17 s. The scripted spiral
+draws a visible swirl and lowers the loss from 1.11 to 0.81 (f64); seeded random policies end at
+0.99-1.12. Neither reaches ``success_loss`` = 0.6.
 """
 
 from __future__ import annotations

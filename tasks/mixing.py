@@ -15,7 +15,14 @@ mass-weighted variance V = sum_j M_j (q_j - qbar)^2 / sum_j M_j around the overa
 qbar = sum_j A_j / sum_j M_j is the intensity of segregation (Danckwerts 1952, "The definition and
 measurement of some characteristics of mixtures"); ``loss = V / V_0`` with V_0 its value at the
 model's initial state, so the loss is 1 unmixed and 0 when every cell holds the overall fraction.
-Success: ``loss <= success_loss``.
+Success: ``loss <= success_loss`` (0.3).
+
+CPU preset: 2478 particles (1223 water, 1255 coffee), dx = 2 cm (20^3 nodes over a 0.4 m
+domain), 8 substeps of 1 ms, horizon 150 (1.2 s). Measured env step (f32, 2 CPU threads, B = 1,
+median of 20 steps): 0.064-0.076 s; B = 8: 0.14 s. Scripted figure-eight: loss 0.68 at step 50,
+0.43 at 100, 0.26 at the end (success); seeded uniform random policies (4 seeds): 0.68-0.84, never
+successful. Paper preset: the cup scaled by 2 in a 1 m domain at 96^3 nodes (2.5e5 particles), 50
+substeps of 0.2 ms, 120 steps (the same 1.2 s).
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from engine.scene import SceneBuilder
 from tasks.base import ParticleTask, TaskConfig
 
 #: The two liquids: weakly compressible (bulk modulus 1e5 Pa, sound speed 10 m/s, so c dt/dx =
-#: 0.4 at the cpu preset), same density, distinct names, colors and viscosities.
+#: 0.5 at the cpu preset), same density, distinct names, colors and viscosities.
 MIX_WATER = replace(WATER, name="mix_water", E=1e5, color=(0.25, 0.5, 0.95))
 MIX_COFFEE = replace(COFFEE, name="mix_coffee", E=1e5, color=(0.4, 0.22, 0.08))
 
@@ -80,8 +87,8 @@ class Mixing(ParticleTask):
     @classmethod
     def default_config(cls, preset: str = "cpu") -> MixingConfig:
         if preset == "cpu":
-            # dx = 2 cm over a 0.4 m domain (20^3 nodes), 10 substeps of 0.8 ms per env step.
-            sim = SimConfig(grid_res=20, domain_size=0.4, dt=8e-4, substeps=10)
+            # dx = 2 cm over a 0.4 m domain (20^3 nodes), 8 substeps of 1 ms per env step.
+            sim = SimConfig(grid_res=20, domain_size=0.4, dt=1e-3, substeps=8)
             k, horizon = 1.0, 150
         elif preset == "paper":
             # FluidLab's scale: the cup scaled by 2 in a 1 m domain at 96^3 nodes (~2.7e5

@@ -13,8 +13,8 @@ Targets (all float64 point sets, metres, in the frame of the container they are 
 * ``latte_swirl`` (M, 2): a two-turn Archimedean spiral band ``r = r0 + b theta`` of constant
   width, sampled on a lattice, in the coffee cup's x-y frame.
 * ``ice_cream_swirl`` (M, 3): a soft-serve top: the filled cavity of the holder cup plus a stack
-  of three tori of shrinking radius (the swirl) and a cap, in the holder's frame (origin at the
-  holder's rim centre, z up).
+  of three tori of shrinking radius (the swirl) around a core, and a cap, in the holder's frame
+  (origin at the holder's rim centre, z up).
 * ``ice_cream_mound`` (M, 3): the filled cavity plus a low, wide dome (a scoop), same frame.
 
 Each file holds ``points`` and ``metadata`` (a JSON string: units, frame, how it was made and the
@@ -188,7 +188,8 @@ def write_targets(directory: str | Path = TARGET_DIR) -> list[Path]:
     paths = []
     for name, (make, dim, meta) in TARGETS.items():
         points = np.ascontiguousarray(make(), dtype=np.float64)
-        assert points.shape[1] == dim
+        if points.ndim != 2 or points.shape[1] != dim:
+            raise RuntimeError(f"generator of {name!r} returned shape {points.shape}, expected (M, {dim})")
         metadata = {"name": name, "units": "m", "dim": dim, "n_points": len(points), **meta}
         path = directory / f"{name}.npz"
         np.savez_compressed(path, points=points, metadata=np.array(json.dumps(metadata, sort_keys=True)))

@@ -142,6 +142,12 @@ def test_env_builds_and_loss_is_differentiable(runtime, name):
     env.close()
 
 
+def _cpu_config(name):
+    from tasks import task_class
+
+    return task_class(name).default_config("cpu")
+
+
 def _run(name, policy, steps, seed=0):
     """Losses after reset and after each of ``steps`` env steps, and whether any step succeeded."""
     env = gym.make(envs.env_id(name))
@@ -164,11 +170,11 @@ def test_latte_art_scripted_pour_makes_progress_random_does_not_succeed(runtime)
     # below 40 % of its start (f64 runs reach 22 % by step 70 and 6 % at the horizon).
     scripted, _ = _run("LatteArt", "scripted", 70)
     assert scripted[-1] < 0.4 * scripted[0], scripted[::10]
-    # Random tilts average out, so a seeded random policy pours (almost) nothing over the full
-    # horizon: it never succeeds and the loss stays above 80 % of its start.
+    # Random tilts average out, so a seeded random policy pours little over the full horizon: it
+    # never succeeds and the loss stays above 70 % of its start (seeds 0-2 stay above 85 %).
     horizon = gym.spec(envs.env_id("LatteArt")).max_episode_steps
     random, success = _run("LatteArt", "random", horizon, seed=1)
-    assert not success and random.min() > 0.8 * random[0], random[::10]
+    assert not success and random.min() > 0.7 * random[0], random[::10]
 
 
 @pytest.mark.parametrize("name", ["IceCreamStatic", "IceCreamDynamic"])
@@ -179,6 +185,8 @@ def test_ice_cream_scripted_catches_and_random_does_not_succeed(runtime, name):
     scripted, _ = _run(name, "scripted", 35)
     assert scripted[-1] < 0.25 * scripted[0], scripted[::5]
     # A seeded random policy over the full horizon: the holder drifts little from its start
-    # beside the stream, most ice cream misses it, and success (loss <= success_loss) is not reached.
+    # 0.15 m beside the stream and most ice cream misses it; the loss never comes within a factor
+    # of 2 of success_loss (6 seeds stay above 2.6x in f64).
     random, success = _run(name, "random", horizon, seed=2)
-    assert not success, random[::5]
+    success_loss = _cpu_config(name).success_loss
+    assert not success and random.min() > 2.0 * success_loss, random[::5]

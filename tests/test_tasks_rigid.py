@@ -110,8 +110,9 @@ def _run(env, policy, steps):
 @pytest.mark.slow
 def test_gathering_easy_scripted_succeeds_random_does_not(registry):
     """Scripted: the loss falls from 1 to <= 0.05 and every duck reaches the target within 32
-    steps (f32 measurement: 0 at step 30). A seeded uniform random policy over the same steps
-    never succeeds (it ends near 0.4 in f32; the ducks drift in its sloshing)."""
+    steps (measured, f64: 0 from step 28 on). A seeded uniform random policy over the same steps
+    never succeeds and its loss stays above 0.1 (measured minimum 0.39; the ducks drift a little
+    in its sloshing)."""
     env = _make("GatheringEasy", horizon=32)
     scripted, scripted_ok = _run(env, lambda t: env.unwrapped.scripted_action(), 32)
     assert scripted[-1] <= 0.05 and scripted_ok
@@ -124,14 +125,14 @@ def test_gathering_easy_scripted_succeeds_random_does_not(registry):
 
 @pytest.mark.slow
 def test_mixing_scripted_stirring_makes_progress(registry):
-    """40 steps (0.32 s) of the scripted figure-eight cut the non-mixedness by more than 10 %
-    (f32 measurement: 0.82; the full 150-step episode reaches ~0.27), while the rod held still
-    leaves it within 3 % of 1."""
-    env = _make("Mixing", horizon=40)
-    scripted, _ = _run(env, lambda t: env.unwrapped.scripted_action(), 40)
-    assert scripted[-1] < 0.9
-    still, _ = _run(env, lambda t: np.zeros(2, dtype=np.float32), 40)
-    assert abs(still[-1] - 1.0) < 0.03
+    """60 steps (0.48 s) of the scripted figure-eight bring the non-mixedness below 0.8 (measured,
+    f64: 0.67; the full 150-step episode reaches ~0.26), while with the rod held still it stays
+    above 0.95 over the same 60 steps (measured 1.00-1.03: settling only)."""
+    env = _make("Mixing", horizon=60)
+    scripted, _ = _run(env, lambda t: env.unwrapped.scripted_action(), 60)
+    assert scripted[-1] < 0.8
+    still, _ = _run(env, lambda t: np.zeros(2, dtype=np.float32), 60)
+    assert min(still) > 0.95
     env.close()
 
 
