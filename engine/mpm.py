@@ -173,9 +173,9 @@ def grid_update(
             v = grid_mv[b, i, j, k] / m + dt * gravity
             node = ti.Vector([i, j, k])
             for a in ti.static(range(3)):
-                if node[a] < bound and v[a] < 0.0:
+                if node[a] <= bound and v[a] < 0.0:
                     v[a] = 0.0
-                if node[a] > grid_m.shape[1] - bound and v[a] > 0.0:
+                if node[a] >= grid_m.shape[1] - bound and v[a] > 0.0:
                     v[a] = 0.0
         grid_v[0, b, i, j, k] = v
 
