@@ -58,18 +58,31 @@ def _bspline_weight(fx, offset):
 
 
 @ti.func
-def _node_offset(n):
-    """Stencil node n in [0, 27) as an offset (i, j, k) in {0, 1, 2}^3."""
-    return ti.Vector([n // 9, (n // 3) % 3, n % 3])
+def _bspline_weight_and_grad(fx, offset: ti.template()):
+    """:func:`_bspline_weight` and its gradient with respect to fx (per cell); ``offset`` is a
+    compile-time (i, j, k) tuple, so each branch is chosen statically."""
+    N = ti.Vector.zero(float, 3)
+    dN = ti.Vector.zero(float, 3)
+    for a in ti.static(range(3)):
+        d = fx[a] - offset[a]
+        if ti.static(offset[a] == 0):
+            N[a], dN[a] = 0.5 * (1.5 - d) ** 2, d - 1.5
+        elif ti.static(offset[a] == 1):
+            N[a], dN[a] = 0.75 - d * d, -2.0 * d
+        else:
+            N[a], dN[a] = 0.5 * (1.5 + d) ** 2, 1.5 + d
+    w = N[0] * N[1] * N[2]
+    return w, ti.Vector([dN[0] * N[1] * N[2], N[0] * dN[1] * N[2], N[0] * N[1] * dN[2]])
 
 
-# Transfers come in two forms computing the same arithmetic:
-# * ``p2g`` / ``g2p``: one particle per iteration, the 27-node stencil unrolled - the fast forward.
-# * ``p2g_node`` / ``g2p_node`` + ``advect``: one (particle, node) pair per iteration. Only their
-#   ``.grad`` is used. Taichi's reverse mode requires loop bodies without inner loops (its
-#   "kernel simplicity rule": statements beside a non-static inner loop are silently dropped), and
-#   the reverse-mode compile of the unrolled stencil takes ~100 s on this CPU; the flattened
-#   form differentiates correctly and compiles in under a second.
+# Reverse mode. Taichi's autodiff (``kernel.grad``) serves the per-particle and per-node kernels
+# (stress, grid_collide, project_out, advect, rigid bodies). The transfers have hand-written
+# adjoints (p2g_adjoint, g2p_adjoint, grid_update_adjoint): differentiating the 27-node stencil
+# with Taichi's reverse mode either takes ~100 s to compile (unrolled) or, flattened to one
+# (particle, node) pair per iteration, makes every particle adjoint an atomic add - and every
+# density adjoint an atomic add on one address - which cost ~7x the forward transfer. The
+# hand-written ones gather per particle and match Taichi's autodiff to rounding
+# (tests/test_mpm_gradients.py checks them against finite differences).
 
 
 @ti.kernel
@@ -131,29 +144,35 @@ def p2g(
             grid_m[b, node[0], node[1], node[2]] += weight * mass
 
 
+# Grid kernels loop in parallel over (b, i) and serially over j, k: a flattened 4-D range costs
+# Taichi an integer division per index per node, which made these kernels 2-3x slower on CPU.
+
+
 @ti.kernel
-def p2g_node(
-    x: ndarray(),
-    v: ndarray(),
-    s_in: ti.i32,
-    material_id: ndarray(),
-    volume: ndarray(),
-    params: ndarray(),
-    affine: ndarray(),
-    grid_mv: ndarray(),
-    grid_m: ndarray(),
-    inv_dx: float,
-):
-    """:func:`p2g` with one (particle, node) pair per iteration; differentiated, never run forward."""
-    for b, p, n in ti.ndrange(x.shape[1], x.shape[2], 27):
-        base, fx = _stencil(x[s_in, b, p], inv_dx)
-        offset = _node_offset(n)
-        mass = volume[p] * params[b, material_id[p], P_DENSITY]
-        dpos = (offset - fx) / inv_dx
-        weight = _bspline_weight(fx, offset)
-        node = base + offset
-        grid_mv[b, node[0], node[1], node[2]] += weight * (mass * v[s_in, b, p] + affine[b, p] @ dpos)
-        grid_m[b, node[0], node[1], node[2]] += weight * mass
+def zero_grid(grid: ndarray()):
+    """grid[..., i, j, k] = 0 for a (B, n, n, n) grid, or a (S, B, n, n, n) stack of grids."""
+    if ti.static(len(grid.shape) == 4):
+        for b, i in ti.ndrange(grid.shape[0], grid.shape[1]):
+            for j in range(grid.shape[2]):
+                for k in range(grid.shape[3]):
+                    grid[b, i, j, k] = ti.zero(grid[b, i, j, k])
+    else:
+        for s, b, i in ti.ndrange(grid.shape[0], grid.shape[1], grid.shape[2]):
+            for j in range(grid.shape[3]):
+                for k in range(grid.shape[4]):
+                    grid[s, b, i, j, k] = ti.zero(grid[s, b, i, j, k])
+
+
+@ti.func
+def _wall_free(node, v, n, bound):
+    """1 where velocity component a may stay, 0 where the slip wall removes it: components into
+    a wall at nodes within ``bound`` of it (<= bound from the low side, >= n - bound from the high
+    side, matching the particle clamp of :func:`g2p`)."""
+    free = ti.Vector([1.0, 1.0, 1.0])
+    for a in ti.static(range(3)):
+        if (node[a] <= bound and v[a] < 0.0) or (node[a] >= n - bound and v[a] > 0.0):
+            free[a] = 0.0
+    return free
 
 
 @ti.kernel
@@ -166,18 +185,46 @@ def grid_update(
     bound: ti.i32,
 ):
     """Grid momentum -> velocity, plus gravity and slip domain walls; writes ``grid_v[0]``."""
-    for b, i, j, k in ti.ndrange(grid_m.shape[0], grid_m.shape[1], grid_m.shape[2], grid_m.shape[3]):
-        m = grid_m[b, i, j, k]
-        v = ti.Vector.zero(float, 3)
-        if m > 0.0:
-            v = grid_mv[b, i, j, k] / m + dt * gravity
-            node = ti.Vector([i, j, k])
-            for a in ti.static(range(3)):
-                if node[a] <= bound and v[a] < 0.0:
-                    v[a] = 0.0
-                if node[a] >= grid_m.shape[1] - bound and v[a] > 0.0:
-                    v[a] = 0.0
-        grid_v[0, b, i, j, k] = v
+    n = grid_m.shape[1]
+    for b, i in ti.ndrange(grid_m.shape[0], n):
+        for j in range(n):
+            for k in range(n):
+                m = grid_m[b, i, j, k]
+                v = ti.Vector.zero(float, 3)
+                if m > 0.0:
+                    v = grid_mv[b, i, j, k] / m + dt * gravity
+                    v *= _wall_free(ti.Vector([i, j, k]), v, n, bound)
+                grid_v[0, b, i, j, k] = v
+
+
+@ti.kernel
+def grid_update_adjoint(
+    grid_mv: ndarray(),
+    grid_m: ndarray(),
+    grid_v_grad: ndarray(),
+    grid_mv_grad: ndarray(),
+    grid_m_grad: ndarray(),
+    gravity: ti.math.vec3,
+    dt: float,
+    bound: ti.i32,
+):
+    """Adjoint of :func:`grid_update`; *writes* (not accumulates) ``grid_mv_grad`` and
+    ``grid_m_grad``: with v = mask (mv / m + dt g), mv_bar = mask v_bar / m and
+    m_bar = -sum_a mask_a v_bar_a mv_a / m^2 (zero where the node is empty)."""
+    n = grid_m.shape[1]
+    for b, i in ti.ndrange(grid_m.shape[0], n):
+        for j in range(n):
+            for k in range(n):
+                m = grid_m[b, i, j, k]
+                mv_bar = ti.Vector.zero(float, 3)
+                m_bar = 0.0
+                if m > 0.0:
+                    mv = grid_mv[b, i, j, k]
+                    v = mv / m + dt * gravity
+                    mv_bar = _wall_free(ti.Vector([i, j, k]), v, n, bound) * grid_v_grad[0, b, i, j, k] / m
+                    m_bar = -mv_bar.dot(mv) / m
+                grid_mv_grad[b, i, j, k] = mv_bar
+                grid_m_grad[b, i, j, k] = m_bar
 
 
 @ti.kernel
@@ -263,27 +310,101 @@ def g2p(
 
 
 @ti.kernel
-def g2p_node(
+def p2g_adjoint(
     x: ndarray(),
+    v: ndarray(),
     s_in: ti.i32,
-    v_out: ndarray(),
-    s_v: ti.i32,
-    C_out: ndarray(),
-    s_C: ti.i32,
-    grid_v: ndarray(),
-    g_final: ti.i32,
+    material_id: ndarray(),
+    volume: ndarray(),
+    params: ndarray(),
+    affine: ndarray(),
+    grid_mv_grad: ndarray(),
+    grid_m_grad: ndarray(),
+    x_grad: ndarray(),
+    v_grad: ndarray(),
+    affine_grad: ndarray(),
+    mass_grad: ndarray(),
     inv_dx: float,
 ):
-    """The velocity/APIC gather of :func:`g2p`, one (particle, node) pair per iteration
-    (accumulating into zeroed outputs); differentiated, never run forward."""
-    for b, p, n in ti.ndrange(x.shape[1], x.shape[2], 27):
+    """Adjoint of :func:`p2g`, one particle per iteration (a gather: no atomics).
+
+    With w_i the node weight, dpos_i = (i - fx) dx and G_i, g_i the adjoints of grid momentum and
+    mass, the scatter ``mv_i += w_i (m v + A dpos_i)``, ``m_i += w_i m`` gives
+    v_bar += m sum w G; A_bar = sum w G dpos^T; m_bar = sum w (G.v + g);
+    fx_bar = sum grad(w) (G.(m v + A dpos) + g m) - dx w A^T G; x_bar += fx_bar / dx.
+    Accumulates into ``x_grad[s_in]``, ``v_grad[s_in]``; writes ``affine_grad`` and the
+    particle mass adjoint ``mass_grad`` (reduced into the density gradient by
+    :func:`density_grad`)."""
+    for b, p in ti.ndrange(x.shape[1], x.shape[2]):
         base, fx = _stencil(x[s_in, b, p], inv_dx)
-        offset = _node_offset(n)
-        weight = _bspline_weight(fx, offset)
-        node = base + offset
-        gv = grid_v[g_final, b, node[0], node[1], node[2]]
-        v_out[s_v, b, p] += weight * gv
-        C_out[s_C, b, p] += (4.0 * inv_dx * weight) * gv.outer_product(offset - fx)
+        dx = 1.0 / inv_dx
+        mass = volume[p] * params[b, material_id[p], P_DENSITY]
+        vp = v[s_in, b, p]
+        mv = mass * vp
+        A = affine[b, p]
+        G_sum = ti.Vector.zero(float, 3)
+        A_bar = ti.Matrix.zero(float, 3, 3)
+        m_bar = 0.0
+        fx_bar = ti.Vector.zero(float, 3)
+        for i, j, k in ti.static(ti.ndrange(3, 3, 3)):
+            weight, weight_grad = _bspline_weight_and_grad(fx, (i, j, k))
+            dpos = (ti.Vector([i, j, k]) - fx) * dx
+            node = base + ti.Vector([i, j, k])
+            G = grid_mv_grad[b, node[0], node[1], node[2]]
+            g = grid_m_grad[b, node[0], node[1], node[2]]
+            G_sum += weight * G
+            A_bar += weight * G.outer_product(dpos)
+            m_bar += weight * (G.dot(vp) + g)
+            fx_bar += weight_grad * (G.dot(mv + A @ dpos) + g * mass) - (dx * weight) * (A.transpose() @ G)
+        x_grad[s_in, b, p] += inv_dx * fx_bar
+        v_grad[s_in, b, p] += mass * G_sum
+        affine_grad[b, p] = A_bar
+        mass_grad[b, p] = m_bar
+
+
+@ti.kernel
+def density_grad(material_id: ndarray(), volume: ndarray(), mass_grad: ndarray(), params_grad: ndarray()):
+    """params_grad[b, m, density] += sum over the particles p of material m of V_p mass_grad[b, p]
+    (mass = V density); one serial sum per scene, so no atomic contention on one address."""
+    for b in range(mass_grad.shape[0]):
+        for p in range(mass_grad.shape[1]):
+            params_grad[b, material_id[p], P_DENSITY] += volume[p] * mass_grad[b, p]
+
+
+@ti.kernel
+def g2p_adjoint(
+    x: ndarray(),
+    s_in: ti.i32,
+    v_out_grad: ndarray(),
+    s_v: ti.i32,
+    C_out_grad: ndarray(),
+    s_C: ti.i32,
+    grid_v: ndarray(),
+    grid_v_grad: ndarray(),
+    g_final: ti.i32,
+    x_grad: ndarray(),
+    inv_dx: float,
+):
+    """Adjoint of the velocity/APIC gather of :func:`g2p`, one particle per iteration.
+
+    With v = sum w_i gv_i and C = (4/dx) sum w_i gv_i d_i^T (d_i = i - fx): the node velocity
+    adjoint gv_bar_i = w_i v_bar + (4/dx) w_i C_bar d_i is scattered into
+    ``grid_v_grad[g_final]``, and x_bar += (1/dx) sum [grad(w_i) (gv_i.v_bar + (4/dx) gv_i.C_bar d_i)
+    - (4/dx) w_i C_bar^T gv_i] into ``x_grad[s_in]``. The advection x + dt v is :func:`advect`."""
+    for b, p in ti.ndrange(x.shape[1], x.shape[2]):
+        base, fx = _stencil(x[s_in, b, p], inv_dx)
+        v_bar = v_out_grad[s_v, b, p]
+        C_bar = (4.0 * inv_dx) * C_out_grad[s_C, b, p]
+        fx_bar = ti.Vector.zero(float, 3)
+        for i, j, k in ti.static(ti.ndrange(3, 3, 3)):
+            weight, weight_grad = _bspline_weight_and_grad(fx, (i, j, k))
+            d = ti.Vector([i, j, k]) - fx
+            node = base + ti.Vector([i, j, k])
+            gv = grid_v[g_final, b, node[0], node[1], node[2]]
+            Cd = C_bar @ d
+            grid_v_grad[g_final, b, node[0], node[1], node[2]] += weight * (v_bar + Cd)
+            fx_bar += weight_grad * gv.dot(v_bar + Cd) - weight * (C_bar.transpose() @ gv)
+        x_grad[s_in, b, p] += inv_dx * fx_bar
 
 
 @ti.kernel

@@ -189,6 +189,7 @@ class Simulator:
         self.grid_mv = ti.ndarray(ti.types.vector(3, real), (B, n, n, n), needs_grad=True)
         self.grid_m = ti.ndarray(real, (B, n, n, n), needs_grad=True)
         self.affine = ti.ndarray(ti.types.matrix(3, 3, real), (B, N), needs_grad=True)
+        self._mass_grad = ti.ndarray(real, (B, N))  # particle-mass adjoint (backward scratch)
         # grid_v[c]: grid velocity after gravity, walls and the first c colliders.
         self.grid_v = ti.ndarray(ti.types.vector(3, real), (K + 1, B, n, n, n), needs_grad=True)
         # x_chain[c]: advected positions after projection out of the first c colliders.
@@ -317,8 +318,8 @@ class Simulator:
     # ------------------------------------------------------------------ kernels
     def _substep(self, buf: _ParticleBuffers, s_in: int, s_out: int, g: int, ctrl: _Control) -> None:
         """Forward substep g: particle slot s_in of ``buf`` -> slot s_out."""
-        self.grid_mv.fill(0)
-        self.grid_m.fill(0)
+        mpm.zero_grid(self.grid_mv)
+        mpm.zero_grid(self.grid_m)
         self._p2g(buf, s_in, s_out)
         mpm.grid_update(
             self.grid_mv,
@@ -346,11 +347,12 @@ class Simulator:
         """Adjoint of substep g (input slot a, output slot b); primal slot a must be loaded and
         the output adjoint in slot b; accumulates into slot a, params and control gradients."""
         adj.zero_grad_slot(a)
-        scratch = [self.affine, self.grid_mv, self.grid_m, self.grid_v, self.x_chain]
+        # Adjoints that are accumulated into; affine, grid_mv and grid_m adjoints are written whole.
+        mpm.zero_grid(self.grid_v.grad)
+        self.x_chain.grad.fill(0)
         if self.n_bodies:
-            scratch += [self.v_free, self.body_sum_x, self.body_Apq, self.body_c, self.body_R]
-        for arr in scratch:
-            arr.grad.fill(0)
+            for arr in (self.v_free, self.body_sum_x, self.body_Apq, self.body_c, self.body_R):
+                arr.grad.fill(0)
         self._substep(adj, a, b, g, ctrl)  # recompute the intermediates of this substep
         if self.n_bodies:
             self._body_apply(adj, b, grad=True)
@@ -363,10 +365,12 @@ class Simulator:
         self._g2p(adj, a, b, grad=True)
         for c in reversed(range(self.n_colliders)):
             self._grid_collide(c, g, ctrl, grad=True)
-        mpm.grid_update.grad(
+        mpm.grid_update_adjoint(
             self.grid_mv,
             self.grid_m,
-            self.grid_v,
+            self.grid_v.grad,
+            self.grid_mv.grad,
+            self.grid_m.grad,
             self._gravity,
             self._dt,
             self.config.boundary_cells,
@@ -374,21 +378,22 @@ class Simulator:
         self._p2g(adj, a, b, grad=True)
 
     def _p2g(self, buf, s_in, s_out, grad=False):
+        """stress -> p2g, or with ``grad`` their adjoints in reverse order."""
         stress = mpm.stress.grad if grad else mpm.stress
-        p2g = mpm.p2g_node.grad if grad else mpm.p2g
-        args_p2g = (
-            buf.x, buf.v, s_in, self.material_id, self.volume, self.params, self.affine,
-            self.grid_mv, self.grid_m, self._inv_dx,
-        )  # fmt: skip
+        particles_in = (buf.x, buf.v, s_in, self.material_id, self.volume, self.params, self.affine)
         if grad:
-            p2g(*args_p2g)
+            mpm.p2g_adjoint(
+                *particles_in, self.grid_mv.grad, self.grid_m.grad, buf.x.grad, buf.v.grad,
+                self.affine.grad, self._mass_grad, self._inv_dx,
+            )  # fmt: skip
+            mpm.density_grad(self.material_id, self.volume, self._mass_grad, self.params.grad)
         for kind, m_id, particles in self._material_groups:
             stress(
                 buf.C, buf.F, buf.J, s_in, s_out, kind, m_id, particles, self.volume, self.params,
                 self.affine, self._dt, self._inv_dx,
             )  # fmt: skip
         if not grad:
-            p2g(*args_p2g)
+            mpm.p2g(*particles_in, self.grid_mv, self.grid_m, self._inv_dx)
 
     def _grid_collide(self, c, g, ctrl, grad=False):
         kernel = mpm.grid_collide.grad if grad else mpm.grid_collide
@@ -401,7 +406,10 @@ class Simulator:
         v_out, s_v = (self.v_free, 0) if self.n_bodies else (buf.v, s_out)
         if grad:
             mpm.advect.grad(buf.x, s_in, v_out, s_v, self.x_chain, self._dt, self._lo, self._hi)
-            mpm.g2p_node.grad(buf.x, s_in, v_out, s_v, buf.C, s_out, self.grid_v, self.n_colliders, self._inv_dx)
+            mpm.g2p_adjoint(
+                buf.x, s_in, v_out.grad, s_v, buf.C.grad, s_out, self.grid_v, self.grid_v.grad,
+                self.n_colliders, buf.x.grad, self._inv_dx,
+            )  # fmt: skip
             return
         mpm.g2p(
             buf.x, s_in, self.x_chain, v_out, s_v, buf.C, s_out, self.grid_v, self.n_colliders,
