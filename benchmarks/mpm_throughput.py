@@ -118,6 +118,7 @@ def memory_child(steps: int) -> None:
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                 "checkpoint_and_tape_mb": (math.ceil(n_sub / every) + every) * state_bytes / 2**20,
                 "checkpoint_every_substeps": every,
+                "gradient_finite": bool(torch.isfinite(state.v.grad).all()),
             }
         )
     )

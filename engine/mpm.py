@@ -116,6 +116,70 @@ def stress(
         affine[b, p] = (-dt * V0 * 4.0 * inv_dx * inv_dx) * tau + (V0 * row[P_DENSITY]) * Cp
 
 
+# Scatters (p2g, g2p_adjoint) come in two forms running the same per-particle function:
+# * over all particles with atomic adds (GPU);
+# * over particles binned into slabs of SLAB_WIDTH base-node columns along x, one colour (even or
+#   odd slabs) per launch, with plain adds (CPU): a particle writes nodes base..base+2, so slabs
+#   two apart never touch the same node and each slab is one serial task. CPU float atomics are
+#   compare-and-swap loops; they made the scatter ~2.5x slower than the same loop without them.
+SLAB_WIDTH = 2
+
+
+@ti.kernel
+def bin_particles(x: ndarray(), s_in: ti.i32, inv_dx: float, slab_start: ndarray(), rank: ndarray(), order: ndarray()):
+    """Counting sort of particles by slab (base node // SLAB_WIDTH along x): particles of slab s of
+    scene b are ``order[b, slab_start[b, s]:slab_start[b, s + 1]]``."""
+    for b, s in slab_start:
+        slab_start[b, s] = 0
+    for b, p in ti.ndrange(x.shape[1], x.shape[2]):
+        base, _ = _stencil(x[s_in, b, p], inv_dx)
+        rank[b, p] = ti.atomic_add(slab_start[b, base[0] // SLAB_WIDTH + 1], 1)
+    for b in range(slab_start.shape[0]):
+        for s in range(1, slab_start.shape[1]):
+            slab_start[b, s] += slab_start[b, s - 1]
+    for b, p in ti.ndrange(x.shape[1], x.shape[2]):
+        base, _ = _stencil(x[s_in, b, p], inv_dx)
+        order[b, slab_start[b, base[0] // SLAB_WIDTH] + rank[b, p]] = p
+
+
+@ti.func
+def _scatter_add(grid: ti.template(), b, node, value, atomic: ti.template()):
+    if ti.static(atomic):
+        grid[b, node[0], node[1], node[2]] += value
+    else:
+        grid[b, node[0], node[1], node[2]] = grid[b, node[0], node[1], node[2]] + value
+
+
+@ti.func
+def _p2g_particle(
+    b,
+    p,
+    x: ti.template(),
+    v: ti.template(),
+    s_in,
+    material_id: ti.template(),
+    volume: ti.template(),
+    params: ti.template(),
+    affine: ti.template(),
+    grid_mv: ti.template(),
+    grid_m: ti.template(),
+    inv_dx,
+    atomic: ti.template(),
+):
+    """Particle-to-grid scatter of one particle's mass and APIC momentum m v + affine (x_i - x_p)."""
+    base, fx = _stencil(x[s_in, b, p], inv_dx)
+    mass = volume[p] * params[b, material_id[p], P_DENSITY]
+    mv = mass * v[s_in, b, p]
+    A = affine[b, p]
+    for i, j, k in ti.static(ti.ndrange(3, 3, 3)):
+        offset = ti.Vector([i, j, k])
+        dpos = (offset - fx) / inv_dx
+        weight = _bspline_weight(fx, offset)
+        node = base + offset
+        _scatter_add(grid_mv, b, node, weight * (mv + A @ dpos), atomic)
+        _scatter_add(grid_m, b, node, weight * mass, atomic)
+
+
 @ti.kernel
 def p2g(
     x: ndarray(),
@@ -129,19 +193,35 @@ def p2g(
     grid_m: ndarray(),
     inv_dx: float,
 ):
-    """Particle-to-grid scatter of mass and APIC momentum m v + affine (x_i - x_p)."""
+    """Particle-to-grid scatter of mass and APIC momentum, atomic adds."""
     for b, p in ti.ndrange(x.shape[1], x.shape[2]):
-        base, fx = _stencil(x[s_in, b, p], inv_dx)
-        mass = volume[p] * params[b, material_id[p], P_DENSITY]
-        mv = mass * v[s_in, b, p]
-        A = affine[b, p]
-        for i, j, k in ti.static(ti.ndrange(3, 3, 3)):
-            offset = ti.Vector([i, j, k])
-            dpos = (offset - fx) / inv_dx
-            weight = _bspline_weight(fx, offset)
-            node = base + offset
-            grid_mv[b, node[0], node[1], node[2]] += weight * (mv + A @ dpos)
-            grid_m[b, node[0], node[1], node[2]] += weight * mass
+        _p2g_particle(b, p, x, v, s_in, material_id, volume, params, affine, grid_mv, grid_m, inv_dx, True)
+
+
+@ti.kernel
+def p2g_slabs(
+    x: ndarray(),
+    v: ndarray(),
+    s_in: ti.i32,
+    material_id: ndarray(),
+    volume: ndarray(),
+    params: ndarray(),
+    affine: ndarray(),
+    grid_mv: ndarray(),
+    grid_m: ndarray(),
+    inv_dx: float,
+    slab_start: ndarray(),
+    order: ndarray(),
+    colour: ti.i32,
+):
+    """:func:`p2g` for the slabs of one colour (see :func:`bin_particles`), plain adds."""
+    ti.loop_config(block_dim=1)
+    for b, h in ti.ndrange(slab_start.shape[0], slab_start.shape[1] // 2):
+        slab = 2 * h + colour
+        if slab + 1 < slab_start.shape[1]:
+            for q in range(slab_start[b, slab], slab_start[b, slab + 1]):
+                p = order[b, q]
+                _p2g_particle(b, p, x, v, s_in, material_id, volume, params, affine, grid_mv, grid_m, inv_dx, False)
 
 
 # Grid kernels loop in parallel over (b, i) and serially over j, k: a flattened 4-D range costs
@@ -247,30 +327,32 @@ def grid_collide(
     grid_v[c + 1]``. Inside the collider the velocity relative to the collider loses its normal
     part (all of it for sticky; only if approaching for separate; always for slip) and the
     tangential part is reduced by Coulomb friction mu |v_n|."""
-    for b, i, j, k in ti.ndrange(grid_v.shape[1], grid_v.shape[2], grid_v.shape[3], grid_v.shape[4]):
-        v = grid_v[c, b, i, j, k]
-        out = v
-        if grid_m[b, i, j, k] > 0.0:
-            p = ti.Vector([i, j, k]) * dx
-            pos = collider_pos[g, b, c]
-            res = colliders.sdf_world_static(kind, collider_shape[c], pos, collider_quat[g, b, c], p, mesh_sdf)
-            if res[0] < 0.0:
-                n = ti.Vector([res[1], res[2], res[3]])
-                v_collider = collider_lin[g, b, c] + collider_ang[g, b, c].cross(p - pos)
-                v_rel = v - v_collider
-                friction = collider_contact[c][0]
-                mode = ti.cast(collider_contact[c][1], ti.i32)
-                vn = v_rel.dot(n)
-                if mode == STICKY:
-                    v_rel = ti.Vector.zero(float, 3)
-                elif mode == SLIP or vn < 0.0:
-                    v_t = v_rel - vn * n
-                    if vn < 0.0:
-                        v_t_norm = ti.sqrt(v_t.dot(v_t) + 1e-20)
-                        v_t = v_t * ti.max(0.0, 1.0 + friction * vn / v_t_norm)
-                    v_rel = v_t
-                out = v_collider + v_rel
-        grid_v[c + 1, b, i, j, k] = out
+    for b, i in ti.ndrange(grid_v.shape[1], grid_v.shape[2]):
+        for j in range(grid_v.shape[3]):
+            for k in range(grid_v.shape[4]):
+                v = grid_v[c, b, i, j, k]
+                out = v
+                if grid_m[b, i, j, k] > 0.0:
+                    p = ti.Vector([i, j, k]) * dx
+                    pos = collider_pos[g, b, c]
+                    res = colliders.sdf_world_static(kind, collider_shape[c], pos, collider_quat[g, b, c], p, mesh_sdf)
+                    if res[0] < 0.0:
+                        n = ti.Vector([res[1], res[2], res[3]])
+                        v_collider = collider_lin[g, b, c] + collider_ang[g, b, c].cross(p - pos)
+                        v_rel = v - v_collider
+                        friction = collider_contact[c][0]
+                        mode = ti.cast(collider_contact[c][1], ti.i32)
+                        vn = v_rel.dot(n)
+                        if mode == STICKY:
+                            v_rel = ti.Vector.zero(float, 3)
+                        elif mode == SLIP or vn < 0.0:
+                            v_t = v_rel - vn * n
+                            if vn < 0.0:
+                                v_t_norm = ti.sqrt(v_t.dot(v_t) + 1e-20)
+                                v_t = v_t * ti.max(0.0, 1.0 + friction * vn / v_t_norm)
+                            v_rel = v_t
+                        out = v_collider + v_rel
+                grid_v[c + 1, b, i, j, k] = out
 
 
 @ti.kernel
@@ -371,6 +453,48 @@ def density_grad(material_id: ndarray(), volume: ndarray(), mass_grad: ndarray()
             params_grad[b, material_id[p], P_DENSITY] += volume[p] * mass_grad[b, p]
 
 
+@ti.func
+def _g2p_adjoint_particle(
+    b,
+    p,
+    x: ti.template(),
+    s_in,
+    v_out_grad: ti.template(),
+    s_v,
+    C_out_grad: ti.template(),
+    s_C,
+    grid_v: ti.template(),
+    grid_v_grad: ti.template(),
+    g_final,
+    x_grad: ti.template(),
+    inv_dx,
+    atomic: ti.template(),
+):
+    """Adjoint of the velocity/APIC gather of :func:`g2p` for one particle.
+
+    With v = sum w_i gv_i and C = (4/dx) sum w_i gv_i d_i^T (d_i = i - fx): the node velocity
+    adjoint gv_bar_i = w_i v_bar + (4/dx) w_i C_bar d_i is scattered into
+    ``grid_v_grad[g_final]``, and x_bar += (1/dx) sum [grad(w_i) (gv_i.v_bar + (4/dx) gv_i.C_bar d_i)
+    - (4/dx) w_i C_bar^T gv_i] into ``x_grad[s_in]``. The advection x + dt v is :func:`advect`."""
+    base, fx = _stencil(x[s_in, b, p], inv_dx)
+    v_bar = v_out_grad[s_v, b, p]
+    C_bar = (4.0 * inv_dx) * C_out_grad[s_C, b, p]
+    fx_bar = ti.Vector.zero(float, 3)
+    for i, j, k in ti.static(ti.ndrange(3, 3, 3)):
+        weight, weight_grad = _bspline_weight_and_grad(fx, (i, j, k))
+        d = ti.Vector([i, j, k]) - fx
+        node = base + ti.Vector([i, j, k])
+        gv = grid_v[g_final, b, node[0], node[1], node[2]]
+        Cd = C_bar @ d
+        if ti.static(atomic):
+            grid_v_grad[g_final, b, node[0], node[1], node[2]] += weight * (v_bar + Cd)
+        else:
+            value = grid_v_grad[g_final, b, node[0], node[1], node[2]] + weight * (v_bar + Cd)
+            grid_v_grad[g_final, b, node[0], node[1], node[2]] = value
+        fx_bar += weight_grad * gv.dot(v_bar + Cd) - weight * (C_bar.transpose() @ gv)
+    x_grad[s_in, b, p] += inv_dx * fx_bar
+
+
 @ti.kernel
 def g2p_adjoint(
     x: ndarray(),
@@ -385,26 +509,41 @@ def g2p_adjoint(
     x_grad: ndarray(),
     inv_dx: float,
 ):
-    """Adjoint of the velocity/APIC gather of :func:`g2p`, one particle per iteration.
-
-    With v = sum w_i gv_i and C = (4/dx) sum w_i gv_i d_i^T (d_i = i - fx): the node velocity
-    adjoint gv_bar_i = w_i v_bar + (4/dx) w_i C_bar d_i is scattered into
-    ``grid_v_grad[g_final]``, and x_bar += (1/dx) sum [grad(w_i) (gv_i.v_bar + (4/dx) gv_i.C_bar d_i)
-    - (4/dx) w_i C_bar^T gv_i] into ``x_grad[s_in]``. The advection x + dt v is :func:`advect`."""
+    """Adjoint of the gather of :func:`g2p`, atomic scatter into the grid adjoint."""
     for b, p in ti.ndrange(x.shape[1], x.shape[2]):
-        base, fx = _stencil(x[s_in, b, p], inv_dx)
-        v_bar = v_out_grad[s_v, b, p]
-        C_bar = (4.0 * inv_dx) * C_out_grad[s_C, b, p]
-        fx_bar = ti.Vector.zero(float, 3)
-        for i, j, k in ti.static(ti.ndrange(3, 3, 3)):
-            weight, weight_grad = _bspline_weight_and_grad(fx, (i, j, k))
-            d = ti.Vector([i, j, k]) - fx
-            node = base + ti.Vector([i, j, k])
-            gv = grid_v[g_final, b, node[0], node[1], node[2]]
-            Cd = C_bar @ d
-            grid_v_grad[g_final, b, node[0], node[1], node[2]] += weight * (v_bar + Cd)
-            fx_bar += weight_grad * gv.dot(v_bar + Cd) - weight * (C_bar.transpose() @ gv)
-        x_grad[s_in, b, p] += inv_dx * fx_bar
+        _g2p_adjoint_particle(
+            b, p, x, s_in, v_out_grad, s_v, C_out_grad, s_C, grid_v, grid_v_grad, g_final, x_grad, inv_dx, True
+        )
+
+
+@ti.kernel
+def g2p_adjoint_slabs(
+    x: ndarray(),
+    s_in: ti.i32,
+    v_out_grad: ndarray(),
+    s_v: ti.i32,
+    C_out_grad: ndarray(),
+    s_C: ti.i32,
+    grid_v: ndarray(),
+    grid_v_grad: ndarray(),
+    g_final: ti.i32,
+    x_grad: ndarray(),
+    inv_dx: float,
+    slab_start: ndarray(),
+    order: ndarray(),
+    colour: ti.i32,
+):
+    """:func:`g2p_adjoint` for the slabs of one colour, plain adds (see :func:`p2g_slabs`)."""
+    ti.loop_config(block_dim=1)
+    for b, h in ti.ndrange(slab_start.shape[0], slab_start.shape[1] // 2):
+        slab = 2 * h + colour
+        if slab + 1 < slab_start.shape[1]:
+            for q in range(slab_start[b, slab], slab_start[b, slab + 1]):
+                p = order[b, q]
+                _g2p_adjoint_particle(
+                    b, p, x, s_in, v_out_grad, s_v, C_out_grad, s_C, grid_v, grid_v_grad, g_final, x_grad, inv_dx,
+                    False,
+                )  # fmt: skip
 
 
 @ti.kernel

@@ -109,6 +109,14 @@ def require() -> RuntimeConfig:
     return _current
 
 
+def on_cpu() -> bool:
+    """Whether kernels run on the CPU (also when "auto" found no GPU)."""
+    require()
+    from taichi.lang import impl
+
+    return impl.current_cfg().arch == ti.cpu
+
+
 def real_dtype():
     """Taichi float type of the active precision (ti.f32 or ti.f64)."""
     return ti.f64 if require().precision == "f64" else ti.f32

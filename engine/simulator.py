@@ -190,6 +190,13 @@ class Simulator:
         self.grid_m = ti.ndarray(real, (B, n, n, n), needs_grad=True)
         self.affine = ti.ndarray(ti.types.matrix(3, 3, real), (B, N), needs_grad=True)
         self._mass_grad = ti.ndarray(real, (B, N))  # particle-mass adjoint (backward scratch)
+        # On the CPU the scatters (p2g, g2p adjoint) run over particles binned into slabs, with
+        # plain adds; on a GPU over all particles with atomic adds (see engine/mpm.py).
+        self._slabs = runtime.on_cpu()
+        if self._slabs:
+            self._slab_start = ti.ndarray(ti.i32, (B, n // mpm.SLAB_WIDTH + 2))
+            self._slab_rank = ti.ndarray(ti.i32, (B, N))
+            self._slab_order = ti.ndarray(ti.i32, (B, N))
         # grid_v[c]: grid velocity after gravity, walls and the first c colliders.
         self.grid_v = ti.ndarray(ti.types.vector(3, real), (K + 1, B, n, n, n), needs_grad=True)
         # x_chain[c]: advected positions after projection out of the first c colliders.
@@ -392,8 +399,17 @@ class Simulator:
                 buf.C, buf.F, buf.J, s_in, s_out, kind, m_id, particles, self.volume, self.params,
                 self.affine, self._dt, self._inv_dx,
             )  # fmt: skip
-        if not grad:
+        if grad:
+            return
+        if not self._slabs:
             mpm.p2g(*particles_in, self.grid_mv, self.grid_m, self._inv_dx)
+            return
+        # The bins of x[s_in] also serve the g2p adjoint of this substep (same positions).
+        mpm.bin_particles(buf.x, s_in, self._inv_dx, self._slab_start, self._slab_rank, self._slab_order)
+        for colour in (0, 1):
+            mpm.p2g_slabs(
+                *particles_in, self.grid_mv, self.grid_m, self._inv_dx, self._slab_start, self._slab_order, colour
+            )
 
     def _grid_collide(self, c, g, ctrl, grad=False):
         kernel = mpm.grid_collide.grad if grad else mpm.grid_collide
@@ -406,10 +422,15 @@ class Simulator:
         v_out, s_v = (self.v_free, 0) if self.n_bodies else (buf.v, s_out)
         if grad:
             mpm.advect.grad(buf.x, s_in, v_out, s_v, self.x_chain, self._dt, self._lo, self._hi)
-            mpm.g2p_adjoint(
+            args = (
                 buf.x, s_in, v_out.grad, s_v, buf.C.grad, s_out, self.grid_v, self.grid_v.grad,
                 self.n_colliders, buf.x.grad, self._inv_dx,
             )  # fmt: skip
+            if not self._slabs:
+                mpm.g2p_adjoint(*args)
+                return
+            for colour in (0, 1):  # bins of x[s_in] from the recomputed forward substep
+                mpm.g2p_adjoint_slabs(*args, self._slab_start, self._slab_order, colour)
             return
         mpm.g2p(
             buf.x, s_in, self.x_chain, v_out, s_v, buf.C, s_out, self.grid_v, self.n_colliders,
