@@ -262,7 +262,8 @@ class Simulator:
             bad = torch.nonzero(~torch.isfinite(control))[0].tolist()
             raise ValueError(f"control contains NaN/Inf (first at index {bad})")
 
-    def _check_state(self, state: State) -> None:
+    def _check_state(self, state: State, rows: list[int] | None = None) -> None:
+        """Shapes of every field; finiteness and domain bounds of the batch entries ``rows`` (all)."""
         B, N, K = self.batch_size, self.n_particles, self.n_colliders
         expected = {
             "x": (B, N, 3),
@@ -276,9 +277,9 @@ class Simulator:
             value = getattr(state, name)
             if tuple(value.shape) != shape:
                 raise ValueError(f"state.{name} must have shape {shape}, got {tuple(value.shape)}")
-            if not torch.isfinite(value).all():
+            if not torch.isfinite(value if rows is None else value[rows]).all():
                 raise ValueError(f"state.{name} contains NaN/Inf")
-        x = state.x.detach()
+        x = state.x.detach() if rows is None else state.x.detach()[rows]
         if ((x < self._lo) | (x > self._hi)).any():
             raise ValueError(f"state.x: particles outside the domain interior [{self._lo:.4g}, {self._hi:.4g}]^3")
 
@@ -481,14 +482,39 @@ class Simulator:
             raise SimulationDiverged(step, bad, reason)
 
     # ------------------------------------------------------------------ fast path
-    def reset(self, state: State | None = None, params: torch.Tensor | None = None) -> None:
-        """Load a state (default: the initial state) for stepping with :meth:`step`."""
+    def reset(
+        self, state: State | None = None, params: torch.Tensor | None = None, entries: list[int] | None = None
+    ) -> None:
+        """Load a state (default: the initial state) for stepping with :meth:`step`.
+
+        Args:
+            state: (B, ...) state to start from.
+            params: (B, M, 5) material parameters (default: the Model's; with ``entries``, the
+                current ones are kept unless given).
+            entries: restart only these batch entries from ``state``; the others keep their
+                current state, which may be a diverged one awaiting its own reset.
+        """
         state = self.initial_state() if state is None else state
-        self._check_state(state)
-        self._load_state(state, self._ring, 0)
-        self._slot = 0
-        self._pose = state.collider_pose.detach().to(self.dtype).clone()
-        self.set_params(self.default_params() if params is None else params)
+        if entries is None:
+            self._check_state(state)
+            self._load_state(state, self._ring, 0)
+            self._slot = 0
+            self._pose = state.collider_pose.detach().to(self.dtype).clone()
+            self.set_params(self.default_params() if params is None else params)
+            return
+        if self._pose is None:
+            raise RuntimeError("call reset() for all entries before restarting some of them")
+        rows = sorted({int(e) for e in entries})
+        if rows and not 0 <= rows[0] <= rows[-1] < self.batch_size:
+            raise ValueError(f"entries must lie in [0, {self.batch_size}), got {entries!r}")
+        self._check_state(state, rows)
+        merged = self.get_state()
+        for name in _FIELDS + ("collider_pose",):
+            getattr(merged, name)[rows] = getattr(state, name).detach().to(self.dtype)[rows]
+        self._load_state(merged, self._ring, self._slot)
+        self._pose = merged.collider_pose
+        if params is not None:
+            self.set_params(params)
 
     def set_params(self, params: torch.Tensor) -> None:
         """Set the (B, M, 5) material parameter table used by :meth:`step`."""

@@ -375,24 +375,15 @@ class ParticleTask(Task):
             raise ValueError(f"reset needs a ({self.batch_size},) mask and {self.batch_size} generators")
         if not mask.any():
             return
-        current = sim.get_state()
         initial = sim.initial_state()
-        rows = torch.as_tensor(np.flatnonzero(mask))
-        noise = np.stack([rngs[b].uniform(-1.0, 1.0, size=2) for b in np.flatnonzero(mask)])
+        rows = np.flatnonzero(mask)
+        noise = np.stack([rngs[b].uniform(-1.0, 1.0, size=2) for b in rows])
         jitter = torch.as_tensor(noise * self.config.reset_noise, dtype=sim.dtype)
         initial.collider_pose[rows, self.config.tool, :2] += jitter
         for name in ("x", "v", "C", "F", "J", "collider_pose"):
-            getattr(current, name)[rows] = getattr(initial, name)[rows]
-        # Entries not being reset may hold a diverged (non-finite) state until their own reset;
-        # give them the initial state too so the engine's input check passes (they are
-        # reported as diverged already and are reset before they are observed again).
-        bad = ~torch.isfinite(current.x.reshape(self.batch_size, -1)).all(dim=1)
-        for name in ("x", "v", "C", "F", "J", "collider_pose"):
-            getattr(current, name)[bad] = getattr(initial, name)[bad]
-        for name in ("x", "v", "C", "F", "J", "collider_pose"):
-            getattr(self._start, name)[rows] = getattr(current, name)[rows]
+            getattr(self._start, name)[rows] = getattr(initial, name)[rows]
         self._tool_vel[rows] = 0.0
-        sim.reset(current)
+        sim.reset(initial, entries=rows.tolist())
 
     def step(self, action: np.ndarray) -> np.ndarray:
         sim = self._require_sim()
