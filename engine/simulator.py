@@ -126,10 +126,15 @@ class Simulator:
 
     PENETRATION_TOLERANCE = 0.05
 
-    def __init__(self, model: Model, batch_size: int = 1):
+    def __init__(self, model: Model, batch_size: int = 1, scatter: str = "auto"):
+        """B copies of ``model``. ``scatter`` picks the particle-to-grid scatter kernels: "atomic"
+        (atomic adds), "slabs" (particles binned into slabs, plain adds; see engine/mpm.py) or
+        "auto" (slabs on the CPU for at least ``mpm.SLAB_MIN_PARTICLES`` particles in all)."""
         runtime.require()
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        if scatter not in ("auto", "atomic", "slabs"):
+            raise ValueError(f"scatter must be 'auto', 'atomic' or 'slabs', got {scatter!r}")
         self.model = model
         self.config = model.config
         self.batch_size = B = batch_size
@@ -190,9 +195,9 @@ class Simulator:
         self.grid_m = ti.ndarray(real, (B, n, n, n), needs_grad=True)
         self.affine = ti.ndarray(ti.types.matrix(3, 3, real), (B, N), needs_grad=True)
         self._mass_grad = ti.ndarray(real, (B, N))  # particle-mass adjoint (backward scratch)
-        # On the CPU the scatters (p2g, g2p adjoint) run over particles binned into slabs, with
-        # plain adds; on a GPU over all particles with atomic adds (see engine/mpm.py).
-        self._slabs = runtime.on_cpu()
+        if scatter == "auto":
+            scatter = "slabs" if runtime.on_cpu() and B * N >= mpm.SLAB_MIN_PARTICLES else "atomic"
+        self._slabs = scatter == "slabs"
         if self._slabs:
             self._slab_start = ti.ndarray(ti.i32, (B, n // mpm.SLAB_WIDTH + 2))
             self._slab_rank = ti.ndarray(ti.i32, (B, N))

@@ -38,6 +38,7 @@ def small_scene(
     spacing=1 / 40,
     swirl=0.5,
     batch_size=1,
+    scatter="auto",
 ):
     """A small block of one material with an affine initial velocity field (compression, shear and
     rotation, so stresses are non-trivial), optional colliders; returns a Simulator."""
@@ -55,4 +56,4 @@ def small_scene(
     builder.add_particles(points, material, spacing, velocity=swirl * (points - centre) @ gradient.T)
     for collider in colliders:
         builder.add_collider(collider)
-    return Simulator(builder.build(), batch_size=batch_size)
+    return Simulator(builder.build(), batch_size=batch_size, scatter=scatter)

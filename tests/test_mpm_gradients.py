@@ -98,7 +98,8 @@ def test_collider_control_gradient_per_contact_mode(runtime, mode):
     _directional_check(inputs, loss, ["control"])
 
 
-def test_mixed_materials_and_box_collider_gradient(runtime):
+@pytest.mark.parametrize("scatter", ["atomic", "slabs"])
+def test_mixed_materials_and_box_collider_gradient(runtime, scatter):
     from engine import sampling
     from engine.config import SimConfig
     from engine.scene import SceneBuilder
@@ -110,13 +111,14 @@ def test_mixed_materials_and_box_collider_gradient(runtime):
     builder.add_particles(sampling.box((0.5, 0.3, 0.3), (0.62, 0.5, 0.45), spacing), M.JELLY, spacing)
     box = colliders.Box((0.04, 0.15, 0.04))
     builder.add_collider(colliders.Collider(box, pose=(0.47, 0.4, 0.26, 0.98, 0.0, 0.2, 0.0)))
-    sim = Simulator(builder.build(), batch_size=2)
+    sim = Simulator(builder.build(), batch_size=2, scatter=scatter)
     inputs, loss = _setup(sim, steps=2, seed=5)
     _directional_check(inputs, loss, ["x0", "params", "control"])
 
 
-def test_gradcheck_autograd_bridge(runtime):
-    sim = small_scene(M.JELLY, colliders=[_moving_sphere()], lo=(0.4, 0.4, 0.3), hi=(0.5, 0.5, 0.38))
+@pytest.mark.parametrize("scatter", ["atomic", "slabs"])
+def test_gradcheck_autograd_bridge(runtime, scatter):
+    sim = small_scene(M.JELLY, colliders=[_moving_sphere()], lo=(0.4, 0.4, 0.3), hi=(0.5, 0.5, 0.38), scatter=scatter)
     state = sim.initial_state()
     weights = torch.randn(sim.n_particles, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
 

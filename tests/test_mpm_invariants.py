@@ -33,7 +33,7 @@ def test_slab_scatters_match_atomic_scatters(runtime):
     compute the same grid: p2g and the g2p adjoint, two scenes with different positions."""
     from engine import mpm
 
-    sim = small_scene(M.WATER, batch_size=2, swirl=2.0)
+    sim = small_scene(M.WATER, batch_size=2, swirl=2.0, scatter="slabs")
     state = sim.initial_state()
     state.x[1] += 0.01 * torch.sin(7.0 * state.x[1])  # scene 1 differs from scene 0
     sim.reset(state)
