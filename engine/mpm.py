@@ -148,6 +148,7 @@ def bin_particles(x: ndarray(), s_in: ti.i32, inv_dx: float, slab_start: ndarray
 
 @ti.func
 def _scatter_add(grid: ti.template(), b, node, value, atomic: ti.template()):
+    """grid[b, node] += value, as an atomic add or (slab kernels, no races) a plain one."""
     if ti.static(atomic):
         grid[b, node[0], node[1], node[2]] += value
     else:
