@@ -40,39 +40,32 @@ def _stencil(xp, inv_dx):
 
 
 @ti.func
-def _bspline_weight(fx, offset):
-    """Quadratic B-spline weight of node ``base + offset`` for fractional position fx.
+def _axis_weights(fx):
+    """Quadratic B-spline weights ``N[a, o]`` of the nodes base + o (o = 0, 1, 2) along axis a for
+    the fractional position fx (in cells), and their derivatives ``dN[a, o]`` with respect to
+    fx[a]. With d = fx - o: N = (1.5 - |d|)^2 / 2 for 1/2 <= |d| < 3/2 (o = 0, 2) and 0.75 - d^2
+    for |d| < 1/2 (o = 1). Node (i, j, k) weighs N[0, i] N[1, j] N[2, k].
 
-    With d = fx - offset the distance in cells: N(d) = 0.75 - d^2 for |d| < 1/2 (offset 1) and
-    (1.5 - |d|)^2 / 2 for 1/2 <= |d| < 3/2 (offsets 0 and 2).
-    """
-    w = ti.Vector.zero(float, 3)
+    The transfers below loop over the 27 nodes as three nested static loops and factor what does
+    not depend on the innermost index out of it (partial weight products, the affine term
+    A (o - fx) as a running sum of A's columns, sums over k before the j and i factors are
+    applied): the same arithmetic as the textbook per-node form, about a third of the flops."""
+    N = ti.Matrix.zero(float, 3, 3)
+    dN = ti.Matrix.zero(float, 3, 3)
     for a in ti.static(range(3)):
-        d = fx[a] - offset[a]
-        w[a] = ti.select(
-            offset[a] == 0,
-            0.5 * (1.5 - d) ** 2,
-            ti.select(offset[a] == 1, 0.75 - d * d, 0.5 * (1.5 + d) ** 2),
-        )
-    return w[0] * w[1] * w[2]
+        f = fx[a]
+        N[a, 0] = 0.5 * (1.5 - f) ** 2
+        dN[a, 0] = f - 1.5
+        N[a, 1] = 0.75 - (f - 1.0) ** 2
+        dN[a, 1] = 2.0 - 2.0 * f
+        N[a, 2] = 0.5 * (f - 0.5) ** 2
+        dN[a, 2] = f - 0.5
+    return N, dN
 
 
 @ti.func
-def _bspline_weight_and_grad(fx, offset: ti.template()):
-    """:func:`_bspline_weight` and its gradient with respect to fx (per cell); ``offset`` is a
-    compile-time (i, j, k) tuple, so each branch is chosen statically."""
-    N = ti.Vector.zero(float, 3)
-    dN = ti.Vector.zero(float, 3)
-    for a in ti.static(range(3)):
-        d = fx[a] - offset[a]
-        if ti.static(offset[a] == 0):
-            N[a], dN[a] = 0.5 * (1.5 - d) ** 2, d - 1.5
-        elif ti.static(offset[a] == 1):
-            N[a], dN[a] = 0.75 - d * d, -2.0 * d
-        else:
-            N[a], dN[a] = 0.5 * (1.5 + d) ** 2, 1.5 + d
-    w = N[0] * N[1] * N[2]
-    return w, ti.Vector([dN[0] * N[1] * N[2], N[0] * dN[1] * N[2], N[0] * N[1] * dN[2]])
+def _column(M, a: ti.template()):
+    return ti.Vector([M[0, a], M[1, a], M[2, a]])
 
 
 # Reverse mode. Taichi's autodiff (``kernel.grad``) serves the per-particle and per-node kernels
@@ -132,12 +125,16 @@ SLAB_MIN_PARTICLES = 4096
 @ti.kernel
 def bin_particles(x: ndarray(), s_in: ti.i32, inv_dx: float, slab_start: ndarray(), rank: ndarray(), order: ndarray()):
     """Counting sort of particles by slab (base node // SLAB_WIDTH along x): particles of slab s of
-    scene b are ``order[b, slab_start[b, s]:slab_start[b, s + 1]]``."""
-    for b, s in slab_start:
-        slab_start[b, s] = 0
+    scene b are ``order[b, slab_start[b, s]:slab_start[b, s + 1]]``. The loops over slabs run
+    serially (they are tiny; a parallel loop costs a thread-pool dispatch of ~0.1 ms on CPU)."""
+    ti.loop_config(serialize=True)
+    for b in range(slab_start.shape[0]):
+        for s in range(slab_start.shape[1]):
+            slab_start[b, s] = 0
     for b, p in ti.ndrange(x.shape[1], x.shape[2]):
         base, _ = _stencil(x[s_in, b, p], inv_dx)
         rank[b, p] = ti.atomic_add(slab_start[b, base[0] // SLAB_WIDTH + 1], 1)
+    ti.loop_config(serialize=True)
     for b in range(slab_start.shape[0]):
         for s in range(1, slab_start.shape[1]):
             slab_start[b, s] += slab_start[b, s - 1]
@@ -156,6 +153,15 @@ def _scatter_add(grid: ti.template(), b, node, value, atomic: ti.template()):
 
 
 @ti.func
+def _scatter_add5(grid: ti.template(), s, b, node, value, atomic: ti.template()):
+    """grid[s, b, node] += value for a stack of grids (see :func:`_scatter_add`)."""
+    if ti.static(atomic):
+        grid[s, b, node[0], node[1], node[2]] += value
+    else:
+        grid[s, b, node[0], node[1], node[2]] = grid[s, b, node[0], node[1], node[2]] + value
+
+
+@ti.func
 def _p2g_particle(
     b,
     p,
@@ -171,18 +177,27 @@ def _p2g_particle(
     inv_dx,
     atomic: ti.template(),
 ):
-    """Particle-to-grid scatter of one particle's mass and APIC momentum m v + affine (x_i - x_p)."""
+    """Particle-to-grid scatter of one particle's mass and APIC momentum m v + affine (x_i - x_p).
+
+    With x_i - x_p = (o - fx) dx for node base + o, the momentum is q(o) = q(0) + (A dx) o."""
     base, fx = _stencil(x[s_in, b, p], inv_dx)
+    N, _ = _axis_weights(fx)
     mass = volume[p] * params[b, material_id[p], P_DENSITY]
-    mv = mass * v[s_in, b, p]
-    A = affine[b, p]
-    for i, j, k in ti.static(ti.ndrange(3, 3, 3)):
-        offset = ti.Vector([i, j, k])
-        dpos = (offset - fx) / inv_dx
-        weight = _bspline_weight(fx, offset)
-        node = base + offset
-        _scatter_add(grid_mv, b, node, weight * (mv + A @ dpos), atomic)
-        _scatter_add(grid_m, b, node, weight * mass, atomic)
+    A_dx = affine[b, p] / inv_dx
+    q_i = mass * v[s_in, b, p] - A_dx @ fx
+    for i in ti.static(range(3)):
+        q_ij = q_i
+        for j in ti.static(range(3)):
+            q = q_ij
+            w_ij = N[0, i] * N[1, j]
+            for k in ti.static(range(3)):
+                weight = w_ij * N[2, k]
+                node = base + ti.Vector([i, j, k])
+                _scatter_add(grid_mv, b, node, weight * q, atomic)
+                _scatter_add(grid_m, b, node, weight * mass, atomic)
+                q += _column(A_dx, 2)
+            q_ij += _column(A_dx, 1)
+        q_i += _column(A_dx, 0)
 
 
 @ti.kernel
@@ -248,6 +263,31 @@ def zero_grid(grid: ndarray()):
                     grid[s, b, i, j, k] = ti.zero(grid[s, b, i, j, k])
 
 
+@ti.kernel
+def zero_grids(grid_mv: ndarray(), grid_m: ndarray()):
+    """grid_mv = 0 and grid_m = 0 for (B, n, n, n) grids, in one pass."""
+    for b, i in ti.ndrange(grid_m.shape[0], grid_m.shape[1]):
+        for j in range(grid_m.shape[2]):
+            for k in range(grid_m.shape[3]):
+                grid_mv[b, i, j, k] = ti.zero(grid_mv[b, i, j, k])
+                grid_m[b, i, j, k] = 0.0
+
+
+@ti.kernel
+def copy_grid(src: ndarray(), dst: ndarray()):
+    """dst = src for (S, B, n, n, n) stacks of grids or (B, n, n, n) grids."""
+    if ti.static(len(src.shape) == 4):
+        for b, i in ti.ndrange(src.shape[0], src.shape[1]):
+            for j in range(src.shape[2]):
+                for k in range(src.shape[3]):
+                    dst[b, i, j, k] = src[b, i, j, k]
+    else:
+        for s, b, i in ti.ndrange(src.shape[0], src.shape[1], src.shape[2]):
+            for j in range(src.shape[3]):
+                for k in range(src.shape[4]):
+                    dst[s, b, i, j, k] = src[s, b, i, j, k]
+
+
 @ti.func
 def _wall_free(node, v, n, bound):
     """1 where velocity component a may stay, 0 where the slip wall removes it: components into
@@ -268,8 +308,11 @@ def grid_update(
     gravity: ti.math.vec3,
     dt: float,
     bound: ti.i32,
+    clear: ti.template(),
 ):
-    """Grid momentum -> velocity, plus gravity and slip domain walls; writes ``grid_v[0]``."""
+    """Grid momentum -> velocity, plus gravity and slip domain walls; writes ``grid_v[0]``. With
+    ``clear`` it also zeroes grid_mv and grid_m for the next scatter (saves a pass over memory),
+    else leaves them for the adjoint."""
     n = grid_m.shape[1]
     for b, i in ti.ndrange(grid_m.shape[0], n):
         for j in range(n):
@@ -279,6 +322,9 @@ def grid_update(
                 if m > 0.0:
                     v = grid_mv[b, i, j, k] / m + dt * gravity
                     v *= _wall_free(ti.Vector([i, j, k]), v, n, bound)
+                if ti.static(clear):
+                    grid_mv[b, i, j, k] = ti.zero(v)
+                    grid_m[b, i, j, k] = 0.0
                 grid_v[0, b, i, j, k] = v
 
 
@@ -295,7 +341,9 @@ def grid_update_adjoint(
 ):
     """Adjoint of :func:`grid_update`; *writes* (not accumulates) ``grid_mv_grad`` and
     ``grid_m_grad``: with v = mask (mv / m + dt g), mv_bar = mask v_bar / m and
-    m_bar = -sum_a mask_a v_bar_a mv_a / m^2 (zero where the node is empty)."""
+    m_bar = -sum_a mask_a v_bar_a mv_a / m^2 (zero where the node is empty). It is the last
+    reader of the grid velocity adjoints, so it zeroes them (every grid_v_grad[c]) for the adjoint
+    of the previous substep, which accumulates into them."""
     n = grid_m.shape[1]
     for b, i in ti.ndrange(grid_m.shape[0], n):
         for j in range(n):
@@ -310,6 +358,8 @@ def grid_update_adjoint(
                     m_bar = -mv_bar.dot(mv) / m
                 grid_mv_grad[b, i, j, k] = mv_bar
                 grid_m_grad[b, i, j, k] = m_bar
+                for c in range(grid_v_grad.shape[0]):
+                    grid_v_grad[c, b, i, j, k] = ti.zero(mv_bar)
 
 
 @ti.kernel
@@ -365,6 +415,7 @@ def g2p(
     x: ndarray(),
     s_in: ti.i32,
     x_out: ndarray(),
+    s_x: ti.i32,
     v_out: ndarray(),
     s_v: ti.i32,
     C_out: ndarray(),
@@ -377,23 +428,29 @@ def g2p(
     hi: float,
 ):
     """Grid-to-particle APIC transfer from ``grid_v[g_final]`` and advection, clamped to the
-    domain interior. Writes the new position to ``x_out[0]`` (colliders project it further)."""
+    domain interior. Writes the new position to ``x_out[s_x]`` (colliders project it further)."""
     for b, p in ti.ndrange(x.shape[1], x.shape[2]):
         xp = x[s_in, b, p]
         base, fx = _stencil(xp, inv_dx)
+        N, _ = _axis_weights(fx)
+        # new_C = (4/dx) sum_o w gv (o - fx)^T; column a is (4/dx) (moment[a] - fx[a] new_v).
         new_v = ti.Vector.zero(float, 3)
-        new_C = ti.Matrix.zero(float, 3, 3)
-        for i, j, k in ti.static(ti.ndrange(3, 3, 3)):
-            offset = ti.Vector([i, j, k])
-            dpos = offset - fx
-            weight = _bspline_weight(fx, offset)
-            node = base + offset
-            gv = grid_v[g_final, b, node[0], node[1], node[2]]
-            new_v += weight * gv
-            new_C += (4.0 * inv_dx * weight) * gv.outer_product(dpos)
-        x_out[0, b, p] = ti.math.clamp(xp + dt * new_v, lo, hi)
+        moment = ti.Matrix.zero(float, 3, 3)  # row a: sum_o w gv o[a]
+        for i in ti.static(range(3)):
+            for j in ti.static(range(3)):
+                w_ij = N[0, i] * N[1, j]
+                for k in ti.static(range(3)):
+                    node = base + ti.Vector([i, j, k])
+                    wgv = (w_ij * N[2, k]) * grid_v[g_final, b, node[0], node[1], node[2]]
+                    new_v += wgv
+                    for a, o in ti.static(enumerate((i, j, k))):
+                        if ti.static(o > 0):
+                            moment[a, 0] += o * wgv[0]
+                            moment[a, 1] += o * wgv[1]
+                            moment[a, 2] += o * wgv[2]
+        x_out[s_x, b, p] = ti.math.clamp(xp + dt * new_v, lo, hi)
         v_out[s_v, b, p] = new_v
-        C_out[s_C, b, p] = new_C
+        C_out[s_C, b, p] = (4.0 * inv_dx) * (moment - fx.outer_product(new_v)).transpose()
 
 
 @ti.kernel
@@ -424,29 +481,48 @@ def p2g_adjoint(
     :func:`density_grad`)."""
     for b, p in ti.ndrange(x.shape[1], x.shape[2]):
         base, fx = _stencil(x[s_in, b, p], inv_dx)
+        N, dN = _axis_weights(fx)
         dx = 1.0 / inv_dx
         mass = volume[p] * params[b, material_id[p], P_DENSITY]
         vp = v[s_in, b, p]
-        mv = mass * vp
         A = affine[b, p]
-        G_sum = ti.Vector.zero(float, 3)
-        A_bar = ti.Matrix.zero(float, 3, 3)
-        m_bar = 0.0
+        A_dx = A * dx
+        G_sum = ti.Vector.zero(float, 3)  # sum_o w G
+        G_moment = ti.Matrix.zero(float, 3, 3)  # row a: sum_o w G o[a]
+        g_sum = 0.0  # sum_o w g
         fx_bar = ti.Vector.zero(float, 3)
-        for i, j, k in ti.static(ti.ndrange(3, 3, 3)):
-            weight, weight_grad = _bspline_weight_and_grad(fx, (i, j, k))
-            dpos = (ti.Vector([i, j, k]) - fx) * dx
-            node = base + ti.Vector([i, j, k])
-            G = grid_mv_grad[b, node[0], node[1], node[2]]
-            g = grid_m_grad[b, node[0], node[1], node[2]]
-            G_sum += weight * G
-            A_bar += weight * G.outer_product(dpos)
-            m_bar += weight * (G.dot(vp) + g)
-            fx_bar += weight_grad * (G.dot(mv + A @ dpos) + g * mass) - (dx * weight) * (A.transpose() @ G)
+        q_i = mass * vp - A_dx @ fx  # q(o) = m v + A dpos(o), as in _p2g_particle
+        for i in ti.static(range(3)):
+            q_ij = q_i
+            for j in ti.static(range(3)):
+                q = q_ij
+                w_ij = N[0, i] * N[1, j]
+                s_N, s_dN = 0.0, 0.0  # sum_k N[2, k] s_k and sum_k dN[2, k] s_k, s = G.q + g m
+                for k in ti.static(range(3)):
+                    weight = w_ij * N[2, k]
+                    node = base + ti.Vector([i, j, k])
+                    G = grid_mv_grad[b, node[0], node[1], node[2]]
+                    g = grid_m_grad[b, node[0], node[1], node[2]]
+                    wG = weight * G
+                    G_sum += wG
+                    for a, o in ti.static(enumerate((i, j, k))):
+                        if ti.static(o > 0):
+                            G_moment[a, 0] += o * wG[0]
+                            G_moment[a, 1] += o * wG[1]
+                            G_moment[a, 2] += o * wG[2]
+                    g_sum += weight * g
+                    s = G.dot(q) + g * mass
+                    s_N += N[2, k] * s
+                    s_dN += dN[2, k] * s
+                    q += _column(A_dx, 2)
+                fx_bar += ti.Vector([dN[0, i] * N[1, j] * s_N, N[0, i] * dN[1, j] * s_N, w_ij * s_dN])
+                q_ij += _column(A_dx, 1)
+            q_i += _column(A_dx, 0)
+        fx_bar -= A_dx.transpose() @ G_sum
         x_grad[s_in, b, p] += inv_dx * fx_bar
         v_grad[s_in, b, p] += mass * G_sum
-        affine_grad[b, p] = A_bar
-        mass_grad[b, p] = m_bar
+        affine_grad[b, p] = dx * (G_moment - fx.outer_product(G_sum)).transpose()
+        mass_grad[b, p] = G_sum.dot(vp) + g_sum
 
 
 @ti.kernel
@@ -482,22 +558,31 @@ def _g2p_adjoint_particle(
     ``grid_v_grad[g_final]``, and x_bar += (1/dx) sum [grad(w_i) (gv_i.v_bar + (4/dx) gv_i.C_bar d_i)
     - (4/dx) w_i C_bar^T gv_i] into ``x_grad[s_in]``. The advection x + dt v is :func:`advect`."""
     base, fx = _stencil(x[s_in, b, p], inv_dx)
-    v_bar = v_out_grad[s_v, b, p]
+    N, dN = _axis_weights(fx)
     C_bar = (4.0 * inv_dx) * C_out_grad[s_C, b, p]
+    wgv_sum = ti.Vector.zero(float, 3)  # sum_o w gv
     fx_bar = ti.Vector.zero(float, 3)
-    for i, j, k in ti.static(ti.ndrange(3, 3, 3)):
-        weight, weight_grad = _bspline_weight_and_grad(fx, (i, j, k))
-        d = ti.Vector([i, j, k]) - fx
-        node = base + ti.Vector([i, j, k])
-        gv = grid_v[g_final, b, node[0], node[1], node[2]]
-        Cd = C_bar @ d
-        if ti.static(atomic):
-            grid_v_grad[g_final, b, node[0], node[1], node[2]] += weight * (v_bar + Cd)
-        else:
-            value = grid_v_grad[g_final, b, node[0], node[1], node[2]] + weight * (v_bar + Cd)
-            grid_v_grad[g_final, b, node[0], node[1], node[2]] = value
-        fx_bar += weight_grad * gv.dot(v_bar + Cd) - weight * (C_bar.transpose() @ gv)
-    x_grad[s_in, b, p] += inv_dx * fx_bar
+    u_i = v_out_grad[s_v, b, p] - C_bar @ fx  # u(o) = v_bar + C_bar (o - fx)
+    for i in ti.static(range(3)):
+        u_ij = u_i
+        for j in ti.static(range(3)):
+            u = u_ij
+            w_ij = N[0, i] * N[1, j]
+            s_N, s_dN = 0.0, 0.0  # sum_k N[2, k] gv_k.u_k and sum_k dN[2, k] gv_k.u_k
+            for k in ti.static(range(3)):
+                weight = w_ij * N[2, k]
+                node = base + ti.Vector([i, j, k])
+                gv = grid_v[g_final, b, node[0], node[1], node[2]]
+                _scatter_add5(grid_v_grad, g_final, b, node, weight * u, atomic)
+                s = gv.dot(u)
+                s_N += N[2, k] * s
+                s_dN += dN[2, k] * s
+                wgv_sum += weight * gv
+                u += _column(C_bar, 2)
+            fx_bar += ti.Vector([dN[0, i] * N[1, j] * s_N, N[0, i] * dN[1, j] * s_N, w_ij * s_dN])
+            u_ij += _column(C_bar, 1)
+        u_i += _column(C_bar, 0)
+    x_grad[s_in, b, p] += inv_dx * (fx_bar - C_bar.transpose() @ wgv_sum)
 
 
 @ti.kernel
@@ -558,13 +643,14 @@ def advect(
     v: ndarray(),
     s_v: ti.i32,
     x_out: ndarray(),
+    s_x: ti.i32,
     dt: float,
     lo: float,
     hi: float,
 ):
-    """The advection step of :func:`g2p`: x_out[0] = clamp(x + dt v); differentiated only."""
+    """The advection step of :func:`g2p`: x_out[s_x] = clamp(x + dt v); differentiated only."""
     for b, p in ti.ndrange(x.shape[1], x.shape[2]):
-        x_out[0, b, p] = ti.math.clamp(x[s_in, b, p] + dt * v[s_v, b, p], lo, hi)
+        x_out[s_x, b, p] = ti.math.clamp(x[s_in, b, p] + dt * v[s_v, b, p], lo, hi)
 
 
 @ti.kernel
@@ -675,6 +761,31 @@ def check_state(x: ndarray(), v: ndarray(), s: ti.i32, speed_limit: float, statu
             flag = 2
         if flag > 0:
             ti.atomic_max(status[b], flag)
+
+
+@ti.kernel
+def copy_state_slot(
+    x: ndarray(), v: ndarray(), C: ndarray(), F: ndarray(), J: ndarray(), s: ti.i32,
+    x_dst: ndarray(), v_dst: ndarray(), C_dst: ndarray(), F_dst: ndarray(), J_dst: ndarray(), t: ti.i32,
+):  # fmt: skip
+    """Slot s of the particle state (x, v, C, F, J) -> slot t of another, in one launch."""
+    for b, p in ti.ndrange(x.shape[1], x.shape[2]):
+        x_dst[t, b, p] = x[s, b, p]
+        v_dst[t, b, p] = v[s, b, p]
+        C_dst[t, b, p] = C[s, b, p]
+        F_dst[t, b, p] = F[s, b, p]
+        J_dst[t, b, p] = J[s, b, p]
+
+
+@ti.kernel
+def zero_state_slot(x: ndarray(), v: ndarray(), C: ndarray(), F: ndarray(), J: ndarray(), s: ti.i32):
+    """Slot s of the particle arrays x, v, C, F, J = 0, in one launch."""
+    for b, p in ti.ndrange(x.shape[1], x.shape[2]):
+        x[s, b, p] = ti.zero(x[s, b, p])
+        v[s, b, p] = ti.zero(v[s, b, p])
+        C[s, b, p] = ti.zero(C[s, b, p])
+        F[s, b, p] = ti.zero(F[s, b, p])
+        J[s, b, p] = 0.0
 
 
 @ti.kernel

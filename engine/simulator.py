@@ -49,12 +49,42 @@ class _ParticleBuffers:
         return [getattr(self, f) for f in _FIELDS]
 
     def copy_slot_to(self, s: int, other: _ParticleBuffers, t: int) -> None:
-        for src, dst in zip(self.arrays(), other.arrays(), strict=True):
-            mpm.copy_slot(src, s, dst, t)
+        mpm.copy_state_slot(*self.arrays(), s, *other.arrays(), t)
 
     def zero_grad_slot(self, s: int) -> None:
-        for arr in self.arrays():
-            mpm.zero_slot(arr.grad, s)
+        mpm.zero_state_slot(*(arr.grad for arr in self.arrays()), s)
+
+
+@dataclass
+class _Grids:
+    """What one substep builds before its g2p: grid momentum ``mv`` (B, n, n, n, 3), mass ``m``,
+    velocities ``v`` (K + 1, B, n, n, n, 3) after walls and each collider, the particles' affine
+    momentum matrices ``affine`` (B, N, 3, 3), and their slab bins (``slab_start``,
+    ``slab_order``; None with atomic scatters). The simulator's working set has gradients; the
+    backward tape keeps one set per replayed substep (no gradients), so the adjoint of a substep
+    does not recompute its stress, scatter and grid update. ``zeroed`` records whether mv and m
+    are zero, as the scatter needs (grid_update clears them when nothing reads them later)."""
+
+    mv: object
+    m: object
+    v: object
+    affine: object
+    slab_start: object = None
+    slab_order: object = None
+    zeroed: bool = False
+
+    @classmethod
+    def allocate(cls, K: int, B: int, N: int, n: int, slabs: bool, needs_grad: bool) -> _Grids:
+        real = runtime.real_dtype()
+        vec3, mat3 = ti.types.vector(3, real), ti.types.matrix(3, 3, real)
+        return cls(
+            mv=ti.ndarray(vec3, (B, n, n, n), needs_grad=needs_grad),
+            m=ti.ndarray(real, (B, n, n, n), needs_grad=needs_grad),
+            v=ti.ndarray(vec3, (K + 1, B, n, n, n), needs_grad=needs_grad),
+            affine=ti.ndarray(mat3, (B, N), needs_grad=needs_grad),
+            slab_start=ti.ndarray(ti.i32, (B, n // mpm.SLAB_WIDTH + 2)) if slabs else None,
+            slab_order=ti.ndarray(ti.i32, (B, N)) if slabs else None,
+        )
 
 
 class _Control:
@@ -126,15 +156,25 @@ class Simulator:
 
     PENETRATION_TOLERANCE = 0.05
 
-    def __init__(self, model: Model, batch_size: int = 1, scatter: str = "auto"):
-        """B copies of ``model``. ``scatter`` picks the particle-to-grid scatter kernels: "atomic"
-        (atomic adds), "slabs" (particles binned into slabs, plain adds; see engine/mpm.py) or
-        "auto" (slabs on the CPU for at least ``mpm.SLAB_MIN_PARTICLES`` particles in all)."""
+    def __init__(self, model: Model, batch_size: int = 1, scatter: str = "auto", grid_tape_mb: float = 1024.0):
+        """B copies of ``model``.
+
+        Args:
+            scatter: the particle-to-grid scatter kernels: "atomic" (atomic adds), "slabs"
+                (particles binned into slabs, plain adds; see engine/mpm.py) or "auto" (slabs on
+                the CPU for at least ``mpm.SLAB_MIN_PARTICLES`` particles in all).
+            grid_tape_mb: memory the backward pass may spend keeping the grids of the replayed
+                substeps of a checkpoint segment (see :class:`_Grids`); substeps beyond it have
+                their scatter and grid update recomputed. 0 recomputes all.
+        """
         runtime.require()
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
         if scatter not in ("auto", "atomic", "slabs"):
             raise ValueError(f"scatter must be 'auto', 'atomic' or 'slabs', got {scatter!r}")
+        if not grid_tape_mb >= 0:
+            raise ValueError(f"grid_tape_mb must be >= 0, got {grid_tape_mb!r}")
+        self.grid_tape_mb = float(grid_tape_mb)
         self.model = model
         self.config = model.config
         self.batch_size = B = batch_size
@@ -191,26 +231,27 @@ class Simulator:
         self.mesh_sdf = upload(np.asarray(mesh_sdf, dtype=np.float64), real)
 
         n = cfg.grid_res
-        self.grid_mv = ti.ndarray(ti.types.vector(3, real), (B, n, n, n), needs_grad=True)
-        self.grid_m = ti.ndarray(real, (B, n, n, n), needs_grad=True)
-        self.affine = ti.ndarray(ti.types.matrix(3, 3, real), (B, N), needs_grad=True)
         self._mass_grad = ti.ndarray(real, (B, N))  # particle-mass adjoint (backward scratch)
         if scatter == "auto":
             scatter = "slabs" if runtime.on_cpu() and B * N >= mpm.SLAB_MIN_PARTICLES else "atomic"
         self._slabs = scatter == "slabs"
-        if self._slabs:
-            self._slab_start = ti.ndarray(ti.i32, (B, n // mpm.SLAB_WIDTH + 2))
-            self._slab_rank = ti.ndarray(ti.i32, (B, N))
-            self._slab_order = ti.ndarray(ti.i32, (B, N))
-        # grid_v[c]: grid velocity after gravity, walls and the first c colliders.
-        self.grid_v = ti.ndarray(ti.types.vector(3, real), (K + 1, B, n, n, n), needs_grad=True)
-        # x_chain[c]: advected positions after projection out of the first c colliders.
+        self._slab_rank = ti.ndarray(ti.i32, (B, N)) if self._slabs else None  # binning scratch
+        # The working grids; grid_v[c] is the grid velocity after gravity, walls and the first c
+        # colliders.
+        self._grids = _Grids.allocate(K, B, N, n, self._slabs, needs_grad=True)
+        self.grid_mv, self.grid_m, self.grid_v = self._grids.mv, self._grids.m, self._grids.v
+        self.affine = self._grids.affine
+        self._slab_start, self._slab_order = self._grids.slab_start, self._grids.slab_order
+        # x_chain[c]: advected positions after projection out of the first c colliders. Without
+        # colliders or bodies g2p writes the new positions straight into the particle state.
+        self._direct_x = not (K or nb)
         self.x_chain = ti.ndarray(ti.types.vector(3, real), (K + 1, B, N), needs_grad=True)
         self._status = ti.ndarray(ti.i32, (B,))
 
         self._ring = _ParticleBuffers(2, B, N, needs_grad=False)
         self._adjoint: _ParticleBuffers | None = None
         self._tape: _ParticleBuffers | None = None
+        self._grid_tape: list[_Grids] = []
         self._slot = 0
         self._pose: torch.Tensor | None = None
         self._loaded_params: torch.Tensor | None = None
@@ -328,23 +369,45 @@ class Simulator:
             collider_pose=pose,
         )
 
+    def _grids_bytes(self) -> int:
+        """Bytes of one set of grid arrays (:class:`_Grids`)."""
+        nodes = self.batch_size * self.config.grid_res**3
+        real_bytes = 8 if runtime.require().precision == "f64" else 4
+        particles = self.batch_size * self.n_particles
+        slabs = 4 * particles if self._slabs else 0
+        return (nodes * (4 + 3 * (self.n_colliders + 1)) + 9 * particles) * real_bytes + slabs
+
     # ------------------------------------------------------------------ kernels
-    def _substep(self, buf: _ParticleBuffers, s_in: int, s_out: int, g: int, ctrl: _Control) -> None:
-        """Forward substep g: particle slot s_in of ``buf`` -> slot s_out."""
-        mpm.zero_grid(self.grid_mv)
-        mpm.zero_grid(self.grid_m)
-        self._p2g(buf, s_in, s_out)
-        mpm.grid_update(
-            self.grid_mv,
-            self.grid_m,
-            self.grid_v,
-            self._gravity,
-            self._dt,
-            self.config.boundary_cells,
-        )
+    def _substep(
+        self,
+        buf: _ParticleBuffers,
+        s_in: int,
+        s_out: int,
+        g: int,
+        ctrl: _Control,
+        grids: _Grids | None = None,
+        keep: bool = False,
+    ) -> None:
+        """Forward substep g: particle slot s_in of ``buf`` -> slot s_out, on ``grids`` (default:
+        the working grids); ``keep`` leaves grid momentum and mass for the adjoint (else, without
+        colliders, grid_update clears them)."""
+        grids = grids or self._grids
+        if not grids.zeroed:
+            mpm.zero_grids(grids.mv, grids.m)
+        self._stress(buf, s_in, s_out, grids.affine)
+        self._p2g(buf, s_in, grids)
+        clear = not keep and not self.n_colliders  # grid_collide reads the grid mass
+        mpm.grid_update(grids.mv, grids.m, grids.v, self._gravity, self._dt, self.config.boundary_cells, clear)
+        grids.zeroed = clear
         for c in range(self.n_colliders):
-            self._grid_collide(c, g, ctrl)
-        self._g2p(buf, s_in, s_out)
+            self._grid_collide(c, g, ctrl, grids)
+        self._to_particles(buf, s_in, s_out, g, ctrl, grids)
+
+    def _to_particles(self, buf, s_in, s_out, g, ctrl, grids):
+        """The particle half of a substep: g2p, projection out of colliders, rigid bodies."""
+        self._g2p(buf, s_in, s_out, grids)
+        if self._direct_x:
+            return
         for c in range(self.n_colliders):
             self._project_out(c, g, ctrl)
         if self.n_bodies:
@@ -356,31 +419,48 @@ class Simulator:
         else:
             mpm.copy_slot(self.x_chain, self.n_colliders, buf.x, s_out)
 
-    def _substep_backward(self, adj: _ParticleBuffers, a: int, b: int, g: int, ctrl: _Control) -> None:
-        """Adjoint of substep g (input slot a, output slot b); primal slot a must be loaded and
-        the output adjoint in slot b; accumulates into slot a, params and control gradients."""
+    def _substep_backward(
+        self, adj: _ParticleBuffers, a: int, b: int, g: int, ctrl: _Control, stored: _Grids | None
+    ) -> None:
+        """Adjoint of substep g (input slot a, output slot b); primal slot a must be loaded, the
+        output adjoint in slot b, and the grid velocity adjoints zero (grid_update_adjoint leaves
+        them so); accumulates into slot a, params and control gradients.
+
+        ``stored``: the grids of this substep kept by the replay, or None to recompute them. With
+        them only g2p is rerun, and only when colliders or bodies need its positions; the
+        adjoint of g2p then reads the primal output state from slot b, which the caller must
+        have loaded."""
         adj.zero_grad_slot(a)
-        # Adjoints that are accumulated into; affine, grid_mv and grid_m adjoints are written whole.
-        mpm.zero_grid(self.grid_v.grad)
-        self.x_chain.grad.fill(0)
+        if not self._direct_x:
+            self.x_chain.grad.fill(0)
         if self.n_bodies:
             for arr in (self.v_free, self.body_sum_x, self.body_Apq, self.body_c, self.body_R):
                 arr.grad.fill(0)
-        self._substep(adj, a, b, g, ctrl)  # recompute the intermediates of this substep
+        if stored is None:
+            grids = self._grids
+            self._substep(adj, a, b, g, ctrl, keep=True)  # recompute the intermediates of this substep
+        else:
+            grids = stored
+            if not self._direct_x:
+                self._to_particles(adj, a, b, g, ctrl, stored)
+            if self.n_colliders:  # grid_collide's Taichi adjoint reads the working grids
+                mpm.copy_grid(stored.m, self.grid_m)
+                mpm.copy_grid(stored.v, self.grid_v)
+                self._grids.zeroed = False
         if self.n_bodies:
             self._body_apply(adj, b, grad=True)
             self._body_fit(grad=True)
             self._body_moments(grad=True)
-        else:
+        elif not self._direct_x:
             mpm.copy_slot.grad(self.x_chain, self.n_colliders, adj.x, b)
         for c in reversed(range(self.n_colliders)):
             self._project_out(c, g, ctrl, grad=True)
-        self._g2p(adj, a, b, grad=True)
+        self._g2p(adj, a, b, grids, grad=True)
         for c in reversed(range(self.n_colliders)):
-            self._grid_collide(c, g, ctrl, grad=True)
+            self._grid_collide(c, g, ctrl, self._grids, grad=True)
         mpm.grid_update_adjoint(
-            self.grid_mv,
-            self.grid_m,
+            grids.mv,
+            grids.m,
             self.grid_v.grad,
             self.grid_mv.grad,
             self.grid_m.grad,
@@ -388,58 +468,56 @@ class Simulator:
             self._dt,
             self.config.boundary_cells,
         )
-        self._p2g(adj, a, b, grad=True)
+        mpm.p2g_adjoint(
+            adj.x, adj.v, a, self.material_id, self.volume, self.params, grids.affine, self.grid_mv.grad,
+            self.grid_m.grad, adj.x.grad, adj.v.grad, self.affine.grad, self._mass_grad, self._inv_dx,
+        )  # fmt: skip
+        mpm.density_grad(self.material_id, self.volume, self._mass_grad, self.params.grad)
+        self._stress(adj, a, b, self.affine, grad=True)
 
-    def _p2g(self, buf, s_in, s_out, grad=False):
-        """stress -> p2g, or with ``grad`` their adjoints in reverse order."""
+    def _stress(self, buf, s_in, s_out, affine, grad=False):
+        """Constitutive update and affine matrices, one launch per material (or its adjoint)."""
         stress = mpm.stress.grad if grad else mpm.stress
-        particles_in = (buf.x, buf.v, s_in, self.material_id, self.volume, self.params, self.affine)
-        if grad:
-            mpm.p2g_adjoint(
-                *particles_in, self.grid_mv.grad, self.grid_m.grad, buf.x.grad, buf.v.grad,
-                self.affine.grad, self._mass_grad, self._inv_dx,
-            )  # fmt: skip
-            mpm.density_grad(self.material_id, self.volume, self._mass_grad, self.params.grad)
         for kind, m_id, particles in self._material_groups:
             stress(
                 buf.C, buf.F, buf.J, s_in, s_out, kind, m_id, particles, self.volume, self.params,
-                self.affine, self._dt, self._inv_dx,
+                affine, self._dt, self._inv_dx,
             )  # fmt: skip
-        if grad:
-            return
+
+    def _p2g(self, buf, s_in, grids):
+        particles_in = (buf.x, buf.v, s_in, self.material_id, self.volume, self.params, grids.affine)
         if not self._slabs:
-            mpm.p2g(*particles_in, self.grid_mv, self.grid_m, self._inv_dx)
+            mpm.p2g(*particles_in, grids.mv, grids.m, self._inv_dx)
             return
         # The bins of x[s_in] also serve the g2p adjoint of this substep (same positions).
-        mpm.bin_particles(buf.x, s_in, self._inv_dx, self._slab_start, self._slab_rank, self._slab_order)
+        mpm.bin_particles(buf.x, s_in, self._inv_dx, grids.slab_start, self._slab_rank, grids.slab_order)
         for colour in (0, 1):
-            mpm.p2g_slabs(
-                *particles_in, self.grid_mv, self.grid_m, self._inv_dx, self._slab_start, self._slab_order, colour
-            )
+            mpm.p2g_slabs(*particles_in, grids.mv, grids.m, self._inv_dx, grids.slab_start, grids.slab_order, colour)
 
-    def _grid_collide(self, c, g, ctrl, grad=False):
+    def _grid_collide(self, c, g, ctrl, grids, grad=False):
         kernel = mpm.grid_collide.grad if grad else mpm.grid_collide
         kernel(
-            self.grid_m, self.grid_v, c, self.collider_kinds[c], self.collider_shape, self.collider_contact,
+            grids.m, grids.v, c, self.collider_kinds[c], self.collider_shape, self.collider_contact,
             ctrl.pos, ctrl.quat, ctrl.lin, ctrl.ang, self.mesh_sdf, g, self._dx,
         )  # fmt: skip
 
-    def _g2p(self, buf, s_in, s_out, grad=False):
+    def _g2p(self, buf, s_in, s_out, grids, grad=False):
         v_out, s_v = (self.v_free, 0) if self.n_bodies else (buf.v, s_out)
+        x_out, s_x = (buf.x, s_out) if self._direct_x else (self.x_chain, 0)
         if grad:
-            mpm.advect.grad(buf.x, s_in, v_out, s_v, self.x_chain, self._dt, self._lo, self._hi)
+            mpm.advect.grad(buf.x, s_in, v_out, s_v, x_out, s_x, self._dt, self._lo, self._hi)
             args = (
-                buf.x, s_in, v_out.grad, s_v, buf.C.grad, s_out, self.grid_v, self.grid_v.grad,
+                buf.x, s_in, v_out.grad, s_v, buf.C.grad, s_out, grids.v, self.grid_v.grad,
                 self.n_colliders, buf.x.grad, self._inv_dx,
             )  # fmt: skip
             if not self._slabs:
                 mpm.g2p_adjoint(*args)
                 return
-            for colour in (0, 1):  # bins of x[s_in] from the recomputed forward substep
-                mpm.g2p_adjoint_slabs(*args, self._slab_start, self._slab_order, colour)
+            for colour in (0, 1):  # bins of x[s_in] from the forward substep
+                mpm.g2p_adjoint_slabs(*args, grids.slab_start, grids.slab_order, colour)
             return
         mpm.g2p(
-            buf.x, s_in, self.x_chain, v_out, s_v, buf.C, s_out, self.grid_v, self.n_colliders,
+            buf.x, s_in, x_out, s_x, v_out, s_v, buf.C, s_out, grids.v, self.n_colliders,
             self._dt, self._inv_dx, self._lo, self._hi,
         )  # fmt: skip
 
@@ -671,12 +749,17 @@ class Simulator:
         B, N = self.batch_size, self.n_particles
         if self._adjoint is None:
             self._adjoint = _ParticleBuffers(2, B, N, needs_grad=True)
-        if self._tape is None or self._tape.slots < plan.every:
+        if self._tape is None or self._tape.slots < plan.every + 1:
             self._tape = None  # free the old tape before allocating a bigger one
-            self._tape = _ParticleBuffers(plan.every, B, N, needs_grad=False)
-        adj, tape = self._adjoint, self._tape
+            self._tape = _ParticleBuffers(plan.every + 1, B, N, needs_grad=False)
+        n_stored = min(plan.every, int(self.grid_tape_mb * 2**20 // self._grids_bytes()))
+        while len(self._grid_tape) < n_stored:
+            n = self.config.grid_res
+            self._grid_tape.append(_Grids.allocate(self.n_colliders, B, N, n, self._slabs, needs_grad=False))
+        adj, tape, grid_tape = self._adjoint, self._tape, self._grid_tape[:n_stored]
         for s in (0, 1):
             adj.zero_grad_slot(s)
+        mpm.zero_grid(self.grid_v.grad)  # then kept zero by grid_update_adjoint
         record = plan.record_index()
         dt = self.dtype
         grad_x = torch.zeros(len(plan.record_steps), B, N, 3, dtype=dt) if grad_x is None else grad_x.to(dt)
@@ -685,8 +768,13 @@ class Simulator:
         for k in reversed(range(n_seg)):
             s0, s1 = k * plan.every, min((k + 1) * plan.every, plan.n_sub)
             ckpt.copy_slot_to(k, tape, 0)
-            for s in range(s0, s1 - 1):
-                self._substep(tape, s - s0, s - s0 + 1, s, ctrl)
+            # Replay the segment, keeping every state and the first n_stored substeps' grids.
+            for s in range(s0, s1):
+                i = s - s0
+                if i < n_stored:
+                    self._substep(tape, i, i + 1, s, ctrl, grid_tape[i], keep=True)
+                elif s < s1 - 1:
+                    self._substep(tape, i, i + 1, s, ctrl)
             for s in reversed(range(s0, s1)):
                 a, b = s % 2, (s + 1) % 2
                 if s + 1 in record:
@@ -694,8 +782,11 @@ class Simulator:
                     add_vec3 = mpm.transfers((3,))[2]
                     add_vec3(grad_x[r].contiguous(), adj.x.grad, b)
                     add_vec3(grad_v[r].contiguous(), adj.v.grad, b)
+                stored = grid_tape[s - s0] if s - s0 < n_stored else None
                 tape.copy_slot_to(s - s0, adj, a)
-                self._substep_backward(adj, a, b, s, ctrl)
+                if stored is not None and s == plan.n_sub - 1:  # else the later substep left it there
+                    tape.copy_slot_to(s - s0 + 1, adj, b)
+                self._substep_backward(adj, a, b, s, ctrl, stored)
         g_x0 = self._read(adj.x.grad, 0, (3,))
         g_v0 = self._read(adj.v.grad, 0, (3,))
         g_params = torch.as_tensor(self.params.grad.to_numpy(), dtype=dt)
