@@ -41,7 +41,9 @@ class RolloutFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_x, grad_v, *_unused):
         params, pose, vel = ctx.saved_tensors
-        g_x0, g_v0, g_params, g_pose, g_vel = ctx.sim.backward(ctx.plan, ctx.ckpt, params, pose, vel, grad_x, grad_v)
+        g_x0, g_v0, g_params, g_pose, g_vel = ctx.sim.backward(
+            ctx.plan, ctx.ckpt, params, pose, vel, grad_x, grad_v, need_params=ctx.needs_input_grad[5]
+        )
         if g_pose is None:
             g_pose, g_vel = torch.zeros_like(pose), torch.zeros_like(vel)
         return None, None, None, g_x0, g_v0, g_params, g_pose, g_vel

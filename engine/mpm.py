@@ -69,7 +69,7 @@ def _column(M, a: ti.template()):
 
 
 # Reverse mode. Taichi's autodiff (``kernel.grad``) serves the per-particle and per-node kernels
-# (stress, grid_collide, project_out, advect, rigid bodies). The transfers have hand-written
+# (stress, grid_collide, project_out, rigid bodies). The transfers have hand-written
 # adjoints (p2g_adjoint, g2p_adjoint, grid_update_adjoint): differentiating the 27-node stencil
 # with Taichi's reverse mode either takes ~100 s to compile (unrolled) or, flattened to one
 # (particle, node) pair per iteration, makes every particle adjoint an atomic add - and every
@@ -120,6 +120,32 @@ def stress(
 #   from ~2k particles (or B = 8 of 672) slabs were faster. Hence the threshold on B * N.
 SLAB_WIDTH = 2
 SLAB_MIN_PARTICLES = 4096
+# Taichi 1.7's CPU backend hands a parallel loop to its threads in blocks of at least 512
+# iterations, so a loop over a few dozen slabs (or grid planes) runs on one thread. A slab kernel
+# therefore loops over TASK_SPREAD iterations per slab, of which the first does the slab's work:
+# each block then holds at most one slab, and the slabs spread over the threads (measured: a
+# 64-iteration loop of heavy iterations took 0.17 s either way on 2 threads; spread, 0.086 s).
+TASK_SPREAD = 1024
+
+
+@ti.func
+def _slab_tasks(slab_start: ti.template()):
+    """Iteration count of a slab-colour loop (see :func:`_slab_task`)."""
+    return slab_start.shape[0] * (slab_start.shape[1] // 2) * TASK_SPREAD
+
+
+@ti.func
+def _slab_task(slab_start: ti.template(), t, colour):
+    """Scene b and particle range [lo, hi) (in ``order``) of iteration t of a slab-colour loop;
+    empty except for one iteration in TASK_SPREAD."""
+    b, lo, hi = 0, 0, 0
+    if t % TASK_SPREAD == 0:
+        half = slab_start.shape[1] // 2
+        b = t // TASK_SPREAD // half
+        slab = 2 * (t // TASK_SPREAD % half) + colour
+        if slab + 1 < slab_start.shape[1]:
+            lo, hi = slab_start[b, slab], slab_start[b, slab + 1]
+    return b, lo, hi
 
 
 @ti.kernel
@@ -235,57 +261,52 @@ def p2g_slabs(
     colour: ti.i32,
 ):
     """:func:`p2g` for the slabs of one colour (see :func:`bin_particles`), plain adds."""
-    ti.loop_config(block_dim=1)
-    for b, h in ti.ndrange(slab_start.shape[0], slab_start.shape[1] // 2):
-        slab = 2 * h + colour
-        if slab + 1 < slab_start.shape[1]:
-            for q in range(slab_start[b, slab], slab_start[b, slab + 1]):
-                p = order[b, q]
-                _p2g_particle(b, p, x, v, s_in, material_id, volume, params, affine, grid_mv, grid_m, inv_dx, False)
+    for t in range(_slab_tasks(slab_start)):
+        b, lo, hi = _slab_task(slab_start, t, colour)
+        for q in range(lo, hi):
+            p = order[b, q]
+            _p2g_particle(b, p, x, v, s_in, material_id, volume, params, affine, grid_mv, grid_m, inv_dx, False)
 
 
-# Grid kernels loop in parallel over (b, i) and serially over j, k: a flattened 4-D range costs
-# Taichi an integer division per index per node, which made these kernels 2-3x slower on CPU.
+# Grid kernels loop in parallel over rows (b, i, j) and serially along k: a flattened 4-D range
+# costs Taichi an integer division per index per node, which made these kernels 2-3x slower on
+# CPU, and a parallel loop over planes (b, i) alone is too short to be split among CPU threads
+# (see TASK_SPREAD).
 
 
 @ti.kernel
 def zero_grid(grid: ndarray()):
     """grid[..., i, j, k] = 0 for a (B, n, n, n) grid, or a (S, B, n, n, n) stack of grids."""
     if ti.static(len(grid.shape) == 4):
-        for b, i in ti.ndrange(grid.shape[0], grid.shape[1]):
-            for j in range(grid.shape[2]):
-                for k in range(grid.shape[3]):
-                    grid[b, i, j, k] = ti.zero(grid[b, i, j, k])
+        for b, i, j in ti.ndrange(grid.shape[0], grid.shape[1], grid.shape[2]):
+            for k in range(grid.shape[3]):
+                grid[b, i, j, k] = ti.zero(grid[b, i, j, k])
     else:
-        for s, b, i in ti.ndrange(grid.shape[0], grid.shape[1], grid.shape[2]):
-            for j in range(grid.shape[3]):
-                for k in range(grid.shape[4]):
-                    grid[s, b, i, j, k] = ti.zero(grid[s, b, i, j, k])
+        for s, b, i, j in ti.ndrange(grid.shape[0], grid.shape[1], grid.shape[2], grid.shape[3]):
+            for k in range(grid.shape[4]):
+                grid[s, b, i, j, k] = ti.zero(grid[s, b, i, j, k])
 
 
 @ti.kernel
 def zero_grids(grid_mv: ndarray(), grid_m: ndarray()):
     """grid_mv = 0 and grid_m = 0 for (B, n, n, n) grids, in one pass."""
-    for b, i in ti.ndrange(grid_m.shape[0], grid_m.shape[1]):
-        for j in range(grid_m.shape[2]):
-            for k in range(grid_m.shape[3]):
-                grid_mv[b, i, j, k] = ti.zero(grid_mv[b, i, j, k])
-                grid_m[b, i, j, k] = 0.0
+    for b, i, j in ti.ndrange(grid_m.shape[0], grid_m.shape[1], grid_m.shape[2]):
+        for k in range(grid_m.shape[3]):
+            grid_mv[b, i, j, k] = ti.zero(grid_mv[b, i, j, k])
+            grid_m[b, i, j, k] = 0.0
 
 
 @ti.kernel
 def copy_grid(src: ndarray(), dst: ndarray()):
     """dst = src for (S, B, n, n, n) stacks of grids or (B, n, n, n) grids."""
     if ti.static(len(src.shape) == 4):
-        for b, i in ti.ndrange(src.shape[0], src.shape[1]):
-            for j in range(src.shape[2]):
-                for k in range(src.shape[3]):
-                    dst[b, i, j, k] = src[b, i, j, k]
+        for b, i, j in ti.ndrange(src.shape[0], src.shape[1], src.shape[2]):
+            for k in range(src.shape[3]):
+                dst[b, i, j, k] = src[b, i, j, k]
     else:
-        for s, b, i in ti.ndrange(src.shape[0], src.shape[1], src.shape[2]):
-            for j in range(src.shape[3]):
-                for k in range(src.shape[4]):
-                    dst[s, b, i, j, k] = src[s, b, i, j, k]
+        for s, b, i, j in ti.ndrange(src.shape[0], src.shape[1], src.shape[2], src.shape[3]):
+            for k in range(src.shape[4]):
+                dst[s, b, i, j, k] = src[s, b, i, j, k]
 
 
 @ti.func
@@ -300,6 +321,27 @@ def _wall_free(node, v, n, bound):
     return free
 
 
+@ti.func
+def _plane_in_use(slab_start: ti.template(), b, i, binned: ti.template()):
+    """Whether any particle of scene b reaches grid plane x = i: with slab bins (``binned``),
+    those of slabs i // 2 - 1 and i // 2 (a particle reaches base..base + 2); else always.
+    Grid kernels skip the other planes: nothing scatters there, and no gather reads them."""
+    in_use = True
+    if ti.static(binned):
+        s = i // SLAB_WIDTH
+        in_use = slab_start[b, s + 1] > slab_start[b, ti.max(s - 1, 0)]
+    return in_use
+
+
+@ti.func
+def _clear_node(grid_mv: ti.template(), grid_m: ti.template(), b, i, j, k, mv, m):
+    """Zero node (i, j, k) of grid_mv and grid_m (holding mv, m), writing only where non-zero:
+    most nodes are empty, and a NaN (!= 0) is cleared too."""
+    if m != 0.0 or (mv != 0.0).any():
+        grid_mv[b, i, j, k] = ti.zero(mv)
+        grid_m[b, i, j, k] = 0.0
+
+
 @ti.kernel
 def grid_update(
     grid_mv: ndarray(),
@@ -309,22 +351,24 @@ def grid_update(
     dt: float,
     bound: ti.i32,
     clear: ti.template(),
+    slab_start: ndarray(),
+    binned: ti.template(),
 ):
-    """Grid momentum -> velocity, plus gravity and slip domain walls; writes ``grid_v[0]``. With
-    ``clear`` it also zeroes grid_mv and grid_m for the next scatter (saves a pass over memory),
-    else leaves them for the adjoint."""
+    """Grid momentum -> velocity, plus gravity and slip domain walls; writes ``grid_v[0]`` on the
+    planes in use (:func:`_plane_in_use`). With ``clear`` it also zeroes grid_mv and grid_m for
+    the next scatter (saves a pass over memory), else leaves them for the adjoint."""
     n = grid_m.shape[1]
-    for b, i in ti.ndrange(grid_m.shape[0], n):
-        for j in range(n):
+    for b, i, j in ti.ndrange(grid_m.shape[0], n, n):
+        if _plane_in_use(slab_start, b, i, binned):
             for k in range(n):
                 m = grid_m[b, i, j, k]
+                mv = grid_mv[b, i, j, k]
                 v = ti.Vector.zero(float, 3)
                 if m > 0.0:
-                    v = grid_mv[b, i, j, k] / m + dt * gravity
+                    v = mv / m + dt * gravity
                     v *= _wall_free(ti.Vector([i, j, k]), v, n, bound)
                 if ti.static(clear):
-                    grid_mv[b, i, j, k] = ti.zero(v)
-                    grid_m[b, i, j, k] = 0.0
+                    _clear_node(grid_mv, grid_m, b, i, j, k, mv, m)
                 grid_v[0, b, i, j, k] = v
 
 
@@ -338,28 +382,34 @@ def grid_update_adjoint(
     gravity: ti.math.vec3,
     dt: float,
     bound: ti.i32,
+    slab_start: ndarray(),
+    binned: ti.template(),
 ):
-    """Adjoint of :func:`grid_update`; *writes* (not accumulates) ``grid_mv_grad`` and
+    """Adjoint of :func:`grid_update` (on the planes in use); *writes* (not accumulates) ``grid_mv_grad`` and
     ``grid_m_grad``: with v = mask (mv / m + dt g), mv_bar = mask v_bar / m and
-    m_bar = -sum_a mask_a v_bar_a mv_a / m^2 (zero where the node is empty). It is the last
-    reader of the grid velocity adjoints, so it zeroes them (every grid_v_grad[c]) for the adjoint
-    of the previous substep, which accumulates into them."""
+    m_bar = -sum_a mask_a v_bar_a mv_a / m^2 (zero where the node is empty).
+
+    It is the last reader of its inputs, so it leaves them as the previous substep needs them:
+    the grid velocity adjoints (every grid_v_grad[c]) zero, as that substep's adjoint accumulates
+    into them, and grid_mv, grid_m zero, ready for a scatter."""
     n = grid_m.shape[1]
-    for b, i in ti.ndrange(grid_m.shape[0], n):
-        for j in range(n):
+    for b, i, j in ti.ndrange(grid_m.shape[0], n, n):
+        if _plane_in_use(slab_start, b, i, binned):
             for k in range(n):
                 m = grid_m[b, i, j, k]
+                mv = grid_mv[b, i, j, k]
                 mv_bar = ti.Vector.zero(float, 3)
                 m_bar = 0.0
                 if m > 0.0:
-                    mv = grid_mv[b, i, j, k]
                     v = mv / m + dt * gravity
                     mv_bar = _wall_free(ti.Vector([i, j, k]), v, n, bound) * grid_v_grad[0, b, i, j, k] / m
                     m_bar = -mv_bar.dot(mv) / m
                 grid_mv_grad[b, i, j, k] = mv_bar
                 grid_m_grad[b, i, j, k] = m_bar
+                _clear_node(grid_mv, grid_m, b, i, j, k, mv, m)
                 for c in range(grid_v_grad.shape[0]):
-                    grid_v_grad[c, b, i, j, k] = ti.zero(mv_bar)
+                    if (grid_v_grad[c, b, i, j, k] != 0.0).any():
+                        grid_v_grad[c, b, i, j, k] = ti.zero(mv_bar)
 
 
 @ti.kernel
@@ -382,32 +432,31 @@ def grid_collide(
     grid_v[c + 1]``. Inside the collider the velocity relative to the collider loses its normal
     part (all of it for sticky; only if approaching for separate; always for slip) and the
     tangential part is reduced by Coulomb friction mu |v_n|."""
-    for b, i in ti.ndrange(grid_v.shape[1], grid_v.shape[2]):
-        for j in range(grid_v.shape[3]):
-            for k in range(grid_v.shape[4]):
-                v = grid_v[c, b, i, j, k]
-                out = v
-                if grid_m[b, i, j, k] > 0.0:
-                    p = ti.Vector([i, j, k]) * dx
-                    pos = collider_pos[g, b, c]
-                    res = colliders.sdf_world_static(kind, collider_shape[c], pos, collider_quat[g, b, c], p, mesh_sdf)
-                    if res[0] < 0.0:
-                        n = ti.Vector([res[1], res[2], res[3]])
-                        v_collider = collider_lin[g, b, c] + collider_ang[g, b, c].cross(p - pos)
-                        v_rel = v - v_collider
-                        friction = collider_contact[c][0]
-                        mode = ti.cast(collider_contact[c][1], ti.i32)
-                        vn = v_rel.dot(n)
-                        if mode == STICKY:
-                            v_rel = ti.Vector.zero(float, 3)
-                        elif mode == SLIP or vn < 0.0:
-                            v_t = v_rel - vn * n
-                            if vn < 0.0:
-                                v_t_norm = ti.sqrt(v_t.dot(v_t) + 1e-20)
-                                v_t = v_t * ti.max(0.0, 1.0 + friction * vn / v_t_norm)
-                            v_rel = v_t
-                        out = v_collider + v_rel
-                grid_v[c + 1, b, i, j, k] = out
+    for b, i, j in ti.ndrange(grid_v.shape[1], grid_v.shape[2], grid_v.shape[3]):
+        for k in range(grid_v.shape[4]):
+            v = grid_v[c, b, i, j, k]
+            out = v
+            if grid_m[b, i, j, k] > 0.0:
+                p = ti.Vector([i, j, k]) * dx
+                pos = collider_pos[g, b, c]
+                res = colliders.sdf_world_static(kind, collider_shape[c], pos, collider_quat[g, b, c], p, mesh_sdf)
+                if res[0] < 0.0:
+                    n = ti.Vector([res[1], res[2], res[3]])
+                    v_collider = collider_lin[g, b, c] + collider_ang[g, b, c].cross(p - pos)
+                    v_rel = v - v_collider
+                    friction = collider_contact[c][0]
+                    mode = ti.cast(collider_contact[c][1], ti.i32)
+                    vn = v_rel.dot(n)
+                    if mode == STICKY:
+                        v_rel = ti.Vector.zero(float, 3)
+                    elif mode == SLIP or vn < 0.0:
+                        v_t = v_rel - vn * n
+                        if vn < 0.0:
+                            v_t_norm = ti.sqrt(v_t.dot(v_t) + 1e-20)
+                            v_t = v_t * ti.max(0.0, 1.0 + friction * vn / v_t_norm)
+                        v_rel = v_t
+                    out = v_collider + v_rel
+            grid_v[c + 1, b, i, j, k] = out
 
 
 @ti.kernel
@@ -540,29 +589,41 @@ def _g2p_adjoint_particle(
     p,
     x: ti.template(),
     s_in,
+    v_out: ti.template(),
     v_out_grad: ti.template(),
     s_v,
     C_out_grad: ti.template(),
     s_C,
+    x_out_grad: ti.template(),
+    s_x,
     grid_v: ti.template(),
     grid_v_grad: ti.template(),
     g_final,
     x_grad: ti.template(),
+    dt,
     inv_dx,
+    lo,
+    hi,
     atomic: ti.template(),
 ):
-    """Adjoint of the velocity/APIC gather of :func:`g2p` for one particle.
+    """Adjoint of :func:`g2p` for one particle.
 
-    With v = sum w_i gv_i and C = (4/dx) sum w_i gv_i d_i^T (d_i = i - fx): the node velocity
-    adjoint gv_bar_i = w_i v_bar + (4/dx) w_i C_bar d_i is scattered into
-    ``grid_v_grad[g_final]``, and x_bar += (1/dx) sum [grad(w_i) (gv_i.v_bar + (4/dx) gv_i.C_bar d_i)
-    - (4/dx) w_i C_bar^T gv_i] into ``x_grad[s_in]``. The advection x + dt v is :func:`advect`."""
-    base, fx = _stencil(x[s_in, b, p], inv_dx)
+    The advection x' = clamp(x + dt v) sends x'_bar to x_bar and dt x'_bar to v_bar where the
+    clamp is inactive. Then with v = sum w_i gv_i and C = (4/dx) sum w_i gv_i d_i^T
+    (d_i = i - fx): the node velocity adjoint gv_bar_i = w_i v_bar + (4/dx) w_i C_bar d_i is
+    scattered into ``grid_v_grad[g_final]``, and x_bar += (1/dx) sum [grad(w_i) (gv_i.v_bar +
+    (4/dx) gv_i.C_bar d_i)] - (4/dx) C_bar^T v into ``x_grad[s_in]`` (sum w_i gv_i is the primal
+    output velocity ``v_out[s_v]``). ``v_out_grad[s_v]`` is read, not updated."""
+    xp = x[s_in, b, p]
+    v_new = v_out[s_v, b, p]
+    x_new = xp + dt * v_new
+    inside = ti.Vector([ti.select(x_new[a] > lo, ti.select(x_new[a] < hi, 1.0, 0.0), 0.0) for a in ti.static(range(3))])
+    x_out_bar = inside * x_out_grad[s_x, b, p]
+    base, fx = _stencil(xp, inv_dx)
     N, dN = _axis_weights(fx)
     C_bar = (4.0 * inv_dx) * C_out_grad[s_C, b, p]
-    wgv_sum = ti.Vector.zero(float, 3)  # sum_o w gv
     fx_bar = ti.Vector.zero(float, 3)
-    u_i = v_out_grad[s_v, b, p] - C_bar @ fx  # u(o) = v_bar + C_bar (o - fx)
+    u_i = v_out_grad[s_v, b, p] + dt * x_out_bar - C_bar @ fx  # u(o) = v_bar + C_bar (o - fx)
     for i in ti.static(range(3)):
         u_ij = u_i
         for j in ti.static(range(3)):
@@ -570,87 +631,81 @@ def _g2p_adjoint_particle(
             w_ij = N[0, i] * N[1, j]
             s_N, s_dN = 0.0, 0.0  # sum_k N[2, k] gv_k.u_k and sum_k dN[2, k] gv_k.u_k
             for k in ti.static(range(3)):
-                weight = w_ij * N[2, k]
                 node = base + ti.Vector([i, j, k])
                 gv = grid_v[g_final, b, node[0], node[1], node[2]]
-                _scatter_add5(grid_v_grad, g_final, b, node, weight * u, atomic)
+                _scatter_add5(grid_v_grad, g_final, b, node, (w_ij * N[2, k]) * u, atomic)
                 s = gv.dot(u)
                 s_N += N[2, k] * s
                 s_dN += dN[2, k] * s
-                wgv_sum += weight * gv
                 u += _column(C_bar, 2)
             fx_bar += ti.Vector([dN[0, i] * N[1, j] * s_N, N[0, i] * dN[1, j] * s_N, w_ij * s_dN])
             u_ij += _column(C_bar, 1)
         u_i += _column(C_bar, 0)
-    x_grad[s_in, b, p] += inv_dx * (fx_bar - C_bar.transpose() @ wgv_sum)
+    x_grad[s_in, b, p] += x_out_bar + inv_dx * (fx_bar - C_bar.transpose() @ v_new)
 
 
 @ti.kernel
 def g2p_adjoint(
     x: ndarray(),
     s_in: ti.i32,
+    v_out: ndarray(),
     v_out_grad: ndarray(),
     s_v: ti.i32,
     C_out_grad: ndarray(),
     s_C: ti.i32,
+    x_out_grad: ndarray(),
+    s_x: ti.i32,
     grid_v: ndarray(),
     grid_v_grad: ndarray(),
     g_final: ti.i32,
     x_grad: ndarray(),
+    dt: float,
     inv_dx: float,
+    lo: float,
+    hi: float,
 ):
-    """Adjoint of the gather of :func:`g2p`, atomic scatter into the grid adjoint."""
+    """Adjoint of :func:`g2p`, atomic scatter into the grid adjoint: the primal inputs and
+    outputs (x, v_out, grid_v) with the adjoints of the outputs (v_out_grad, C_out_grad,
+    x_out_grad) give grid_v_grad[g_final] and x_grad[s_in] (accumulated)."""
     for b, p in ti.ndrange(x.shape[1], x.shape[2]):
         _g2p_adjoint_particle(
-            b, p, x, s_in, v_out_grad, s_v, C_out_grad, s_C, grid_v, grid_v_grad, g_final, x_grad, inv_dx, True
-        )
+            b, p, x, s_in, v_out, v_out_grad, s_v, C_out_grad, s_C, x_out_grad, s_x, grid_v, grid_v_grad,
+            g_final, x_grad, dt, inv_dx, lo, hi, True,
+        )  # fmt: skip
 
 
 @ti.kernel
 def g2p_adjoint_slabs(
     x: ndarray(),
     s_in: ti.i32,
+    v_out: ndarray(),
     v_out_grad: ndarray(),
     s_v: ti.i32,
     C_out_grad: ndarray(),
     s_C: ti.i32,
+    x_out_grad: ndarray(),
+    s_x: ti.i32,
     grid_v: ndarray(),
     grid_v_grad: ndarray(),
     g_final: ti.i32,
     x_grad: ndarray(),
+    dt: float,
     inv_dx: float,
+    lo: float,
+    hi: float,
     slab_start: ndarray(),
     order: ndarray(),
     colour: ti.i32,
 ):
     """:func:`g2p_adjoint` for the slabs of one colour, plain adds (see :func:`p2g_slabs`)."""
-    ti.loop_config(block_dim=1)
-    for b, h in ti.ndrange(slab_start.shape[0], slab_start.shape[1] // 2):
-        slab = 2 * h + colour
-        if slab + 1 < slab_start.shape[1]:
-            for q in range(slab_start[b, slab], slab_start[b, slab + 1]):
-                p = order[b, q]
-                _g2p_adjoint_particle(
-                    b, p, x, s_in, v_out_grad, s_v, C_out_grad, s_C, grid_v, grid_v_grad, g_final, x_grad, inv_dx,
-                    False,
-                )  # fmt: skip
-
-
-@ti.kernel
-def advect(
-    x: ndarray(),
-    s_in: ti.i32,
-    v: ndarray(),
-    s_v: ti.i32,
-    x_out: ndarray(),
-    s_x: ti.i32,
-    dt: float,
-    lo: float,
-    hi: float,
-):
-    """The advection step of :func:`g2p`: x_out[s_x] = clamp(x + dt v); differentiated only."""
-    for b, p in ti.ndrange(x.shape[1], x.shape[2]):
-        x_out[s_x, b, p] = ti.math.clamp(x[s_in, b, p] + dt * v[s_v, b, p], lo, hi)
+    for t in range(_slab_tasks(slab_start)):
+        b, first, end = _slab_task(slab_start, t, colour)
+        for q in range(first, end):
+            p = order[b, q]
+            _g2p_adjoint_particle(
+                b, p, x, s_in, v_out, v_out_grad, s_v, C_out_grad, s_C, x_out_grad, s_x, grid_v,
+                grid_v_grad, g_final, x_grad, dt, inv_dx, lo, hi, False,
+            )  # fmt: skip
 
 
 @ti.kernel

@@ -236,6 +236,7 @@ class Simulator:
             scatter = "slabs" if runtime.on_cpu() and B * N >= mpm.SLAB_MIN_PARTICLES else "atomic"
         self._slabs = scatter == "slabs"
         self._slab_rank = ti.ndarray(ti.i32, (B, N)) if self._slabs else None  # binning scratch
+        self._no_bins = ti.ndarray(ti.i32, (1, 1))  # slab_start argument when not binned
         # The working grids; grid_v[c] is the grid velocity after gravity, walls and the first c
         # colliders.
         self._grids = _Grids.allocate(K, B, N, n, self._slabs, needs_grad=True)
@@ -397,7 +398,10 @@ class Simulator:
         self._stress(buf, s_in, s_out, grids.affine)
         self._p2g(buf, s_in, grids)
         clear = not keep and not self.n_colliders  # grid_collide reads the grid mass
-        mpm.grid_update(grids.mv, grids.m, grids.v, self._gravity, self._dt, self.config.boundary_cells, clear)
+        mpm.grid_update(
+            grids.mv, grids.m, grids.v, self._gravity, self._dt, self.config.boundary_cells, clear,
+            *self._planes(grids),
+        )  # fmt: skip
         grids.zeroed = clear
         for c in range(self.n_colliders):
             self._grid_collide(c, g, ctrl, grids)
@@ -420,7 +424,7 @@ class Simulator:
             mpm.copy_slot(self.x_chain, self.n_colliders, buf.x, s_out)
 
     def _substep_backward(
-        self, adj: _ParticleBuffers, a: int, b: int, g: int, ctrl: _Control, stored: _Grids | None
+        self, adj: _ParticleBuffers, a: int, b: int, g: int, ctrl: _Control, stored: _Grids | None, need_params: bool
     ) -> None:
         """Adjoint of substep g (input slot a, output slot b); primal slot a must be loaded, the
         output adjoint in slot b, and the grid velocity adjoints zero (grid_update_adjoint leaves
@@ -467,13 +471,21 @@ class Simulator:
             self._gravity,
             self._dt,
             self.config.boundary_cells,
+            *self._planes(grids),
         )
+        grids.zeroed = True
         mpm.p2g_adjoint(
             adj.x, adj.v, a, self.material_id, self.volume, self.params, grids.affine, self.grid_mv.grad,
             self.grid_m.grad, adj.x.grad, adj.v.grad, self.affine.grad, self._mass_grad, self._inv_dx,
         )  # fmt: skip
-        mpm.density_grad(self.material_id, self.volume, self._mass_grad, self.params.grad)
+        if need_params:
+            mpm.density_grad(self.material_id, self.volume, self._mass_grad, self.params.grad)
         self._stress(adj, a, b, self.affine, grad=True)
+
+    def _planes(self, grids):
+        """(slab_start, binned) arguments of the grid kernels: with slab bins they skip the grid
+        planes no particle reaches (the atomic path has no bins and visits every plane)."""
+        return (grids.slab_start, True) if self._slabs else (self._no_bins, False)
 
     def _stress(self, buf, s_in, s_out, affine, grad=False):
         """Constitutive update and affine matrices, one launch per material (or its adjoint)."""
@@ -505,10 +517,9 @@ class Simulator:
         v_out, s_v = (self.v_free, 0) if self.n_bodies else (buf.v, s_out)
         x_out, s_x = (buf.x, s_out) if self._direct_x else (self.x_chain, 0)
         if grad:
-            mpm.advect.grad(buf.x, s_in, v_out, s_v, x_out, s_x, self._dt, self._lo, self._hi)
             args = (
-                buf.x, s_in, v_out.grad, s_v, buf.C.grad, s_out, grids.v, self.grid_v.grad,
-                self.n_colliders, buf.x.grad, self._inv_dx,
+                buf.x, s_in, v_out, v_out.grad, s_v, buf.C.grad, s_out, x_out.grad, s_x, grids.v, self.grid_v.grad,
+                self.n_colliders, buf.x.grad, self._dt, self._inv_dx, self._lo, self._hi,
             )  # fmt: skip
             if not self._slabs:
                 mpm.g2p_adjoint(*args)
@@ -740,8 +751,9 @@ class Simulator:
         self._loaded_params = params.detach().clone()
         return x_rec, v_rec, C, F, J, ckpt
 
-    def backward(self, plan: _Plan, ckpt: _ParticleBuffers, params, pose, vel, grad_x, grad_v):
-        """Adjoint of :meth:`forward`: returns gradients w.r.t. x0, v0, params, pose, vel."""
+    def backward(self, plan: _Plan, ckpt: _ParticleBuffers, params, pose, vel, grad_x, grad_v, need_params=True):
+        """Adjoint of :meth:`forward`: returns gradients w.r.t. x0, v0, params (None unless
+        ``need_params``: the density part is a separate reduction), pose, vel."""
         self._load_params(params)
         self.params.grad.fill(0)
         ctrl = self._make_control(pose, vel, needs_grad=True)
@@ -786,10 +798,10 @@ class Simulator:
                 tape.copy_slot_to(s - s0, adj, a)
                 if stored is not None and s == plan.n_sub - 1:  # else the later substep left it there
                     tape.copy_slot_to(s - s0 + 1, adj, b)
-                self._substep_backward(adj, a, b, s, ctrl, stored)
+                self._substep_backward(adj, a, b, s, ctrl, stored, need_params)
         g_x0 = self._read(adj.x.grad, 0, (3,))
         g_v0 = self._read(adj.v.grad, 0, (3,))
-        g_params = torch.as_tensor(self.params.grad.to_numpy(), dtype=dt)
+        g_params = torch.as_tensor(self.params.grad.to_numpy(), dtype=dt) if need_params else None
         g_pos = torch.as_tensor(ctrl.pos.grad.to_numpy(), dtype=dt)
         g_quat = torch.as_tensor(ctrl.quat.grad.to_numpy(), dtype=dt)
         g_lin = torch.as_tensor(ctrl.lin.grad.to_numpy(), dtype=dt)

@@ -62,14 +62,19 @@ def test_slab_scatters_match_atomic_scatters(runtime):
         np.testing.assert_allclose(binned, atomic, rtol=1e-12, atol=1e-12 * np.abs(atomic).max())
     assert np.abs(grids[0][1]).max() > 0
 
+    v_out = ti_array(rng.standard_normal((1, 2, sim.n_particles, 3)), (3,))
     v_grad = ti_array(rng.standard_normal((1, 2, sim.n_particles, 3)), (3,))
     C_grad = ti_array(rng.standard_normal((1, 2, sim.n_particles, 3, 3)), (3, 3))
+    x_out_grad = ti_array(rng.standard_normal((1, 2, sim.n_particles, 3)), (3,))
     sim.grid_v.from_numpy(rng.standard_normal(sim.grid_v.shape + (3,)))
     outs = []
     for slabs in (False, True):
         x_grad = ti_array(np.zeros((1, 2, sim.n_particles, 3)), (3,))
         mpm.zero_grid(sim.grid_v.grad)
-        args = (ring.x, 0, v_grad, 0, C_grad, 0, sim.grid_v, sim.grid_v.grad, 0, x_grad, sim._inv_dx)
+        args = (
+            ring.x, 0, v_out, v_grad, 0, C_grad, 0, x_out_grad, 0, sim.grid_v, sim.grid_v.grad, 0, x_grad,
+            sim._dt, sim._inv_dx, sim._lo, sim._hi,
+        )  # fmt: skip
         if slabs:
             for colour in (0, 1):
                 mpm.g2p_adjoint_slabs(*args, sim._slab_start, sim._slab_order, colour)
