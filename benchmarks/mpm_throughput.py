@@ -8,7 +8,8 @@ Reports: forward particle-substeps/s for B=1 and B=4 (median of --repeats runs o
 backward/forward time ratio of a differentiable rollout of 10 steps, and peak resident memory of a
 differentiable rollout + backward for T=10 vs T=100 (each in a fresh subprocess, after a T=1 run
 that compiles the kernels; the peak is reset before the measured run, so ``peak_rss_increase_mb``
-is what the rollout itself adds), together with the simulator's own checkpoint + tape bytes.
+is what the rollout itself adds), together with the simulator's own checkpoint + tape bytes (particle
+states, and the grids the backward keeps for the replayed substeps).
 
 Usage: python benchmarks/mpm_throughput.py [--steps 10] [--repeats 5] [--out results.json]
 """
@@ -91,6 +92,10 @@ def backward_ratio(steps: int, repeats: int) -> dict:
         "forward_with_checkpoints_s_median": statistics.median(fwd_tape),
         "backward_s_median": statistics.median(bwd),
         "backward_over_forward": statistics.median(bwd) / statistics.median(fwd),
+        # each repeat times its forward and backward back to back, so the per-repeat ratio is less
+        # exposed to the machine's speed drifting between repeats
+        "backward_over_forward_per_repeat": [b / f for b, f in zip(bwd, fwd, strict=True)],
+        "backward_over_forward_median_of_repeats": statistics.median(b / f for b, f in zip(bwd, fwd, strict=True)),
     }
 
 
@@ -125,13 +130,15 @@ def memory_child(steps: int) -> None:
     n_sub = steps * sim.config.substeps
     every = math.ceil(math.sqrt(n_sub))
     state_bytes = sim.n_particles * (3 + 3 + 9 + 9 + 1) * 4
+    grid_slots = min(every, int(sim.grid_tape_mb * 2**20 // sim._grids_bytes()))
     print(
         json.dumps(
             {
                 "steps": steps,
                 "peak_rss_mb": _rss_mb("VmHWM"),
                 "peak_rss_increase_mb": _rss_mb("VmHWM") - rss_before,
-                "checkpoint_and_tape_mb": (math.ceil(n_sub / every) + every) * state_bytes / 2**20,
+                "checkpoint_and_tape_mb": (math.ceil(n_sub / every) + every + 1) * state_bytes / 2**20,
+                "grid_tape_mb": grid_slots * sim._grids_bytes() / 2**20,
                 "checkpoint_every_substeps": every,
                 "gradient_finite": bool(torch.isfinite(state.v.grad).all()),
             }
@@ -160,7 +167,7 @@ def main() -> None:
         "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
         "precision": "f32",
         "forward": [forward_rate(b, args.steps, args.repeats) for b in (1, 4)],
-        "backward": backward_ratio(10, max(1, args.repeats // 2)),
+        "backward": backward_ratio(10, args.repeats),
     }
     memory = []
     for steps in (10, 100):

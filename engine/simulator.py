@@ -25,7 +25,7 @@ import torch
 
 from engine import colliders as colliders_mod
 from engine import mpm, runtime
-from engine.materials import N_PARAMS, PARAM_NAMES
+from engine.materials import FLUID, N_PARAMS, PARAM_NAMES
 from engine.scene import check_stability
 from engine.state import Model, SimulationDiverged, State
 
@@ -50,6 +50,10 @@ class _ParticleBuffers:
 
     def copy_slot_to(self, s: int, other: _ParticleBuffers, t: int) -> None:
         mpm.copy_state_slot(*self.arrays(), s, *other.arrays(), t)
+
+    def load_for_adjoint(self, s: int, adj: _ParticleBuffers, t: int) -> None:
+        """Slot s -> slot t of ``adj``, whose gradients of slot t are zeroed in the same pass."""
+        mpm.load_adjoint_slot(*self.arrays(), s, *adj.arrays(), t)
 
     def zero_grad_slot(self, s: int) -> None:
         mpm.zero_state_slot(*(arr.grad for arr in self.arrays()), s)
@@ -426,15 +430,15 @@ class Simulator:
     def _substep_backward(
         self, adj: _ParticleBuffers, a: int, b: int, g: int, ctrl: _Control, stored: _Grids | None, need_params: bool
     ) -> None:
-        """Adjoint of substep g (input slot a, output slot b); primal slot a must be loaded, the
-        output adjoint in slot b, and the grid velocity adjoints zero (grid_update_adjoint leaves
-        them so); accumulates into slot a, params and control gradients.
+        """Adjoint of substep g (input slot a, output slot b); primal slot a must be loaded with
+        zero adjoints (:meth:`_ParticleBuffers.load_for_adjoint`), the output adjoint in slot b,
+        and the grid velocity adjoints zero (grid_update_adjoint leaves them so); accumulates into
+        slot a, params and control gradients.
 
         ``stored``: the grids of this substep kept by the replay, or None to recompute them. With
         them only g2p is rerun, and only when colliders or bodies need its positions; the
         adjoint of g2p then reads the primal output state from slot b, which the caller must
         have loaded."""
-        adj.zero_grad_slot(a)
         if not self._direct_x:
             self.x_chain.grad.fill(0)
         if self.n_bodies:
@@ -480,17 +484,24 @@ class Simulator:
         )  # fmt: skip
         if need_params:
             mpm.density_grad(self.material_id, self.volume, self._mass_grad, self.params.grad)
-        self._stress(adj, a, b, self.affine, grad=True)
+        self._stress(adj, a, b, self.affine, grad=True, need_params=need_params)
 
     def _planes(self, grids):
         """(slab_start, binned) arguments of the grid kernels: with slab bins they skip the grid
         planes no particle reaches (the atomic path has no bins and visits every plane)."""
         return (grids.slab_start, True) if self._slabs else (self._no_bins, False)
 
-    def _stress(self, buf, s_in, s_out, affine, grad=False):
-        """Constitutive update and affine matrices, one launch per material (or its adjoint)."""
+    def _stress(self, buf, s_in, s_out, affine, grad=False, need_params=True):
+        """Constitutive update and affine matrices, one launch per material (or its adjoint:
+        hand-written for fluids, Taichi's reverse mode for the other models)."""
         stress = mpm.stress.grad if grad else mpm.stress
         for kind, m_id, particles in self._material_groups:
+            if grad and kind == FLUID:
+                mpm.stress_adjoint_fluid(
+                    buf.C, buf.F, buf.J, s_in, s_out, m_id, particles, self.volume, self.params, affine.grad,
+                    self.params.grad, self._dt, self._inv_dx, need_params,
+                )  # fmt: skip
+                continue
             stress(
                 buf.C, buf.F, buf.J, s_in, s_out, kind, m_id, particles, self.volume, self.params,
                 affine, self._dt, self._inv_dx,
@@ -795,7 +806,7 @@ class Simulator:
                     add_vec3(grad_x[r].contiguous(), adj.x.grad, b)
                     add_vec3(grad_v[r].contiguous(), adj.v.grad, b)
                 stored = grid_tape[s - s0] if s - s0 < n_stored else None
-                tape.copy_slot_to(s - s0, adj, a)
+                tape.load_for_adjoint(s - s0, adj, a)
                 if stored is not None and s == plan.n_sub - 1:  # else the later substep left it there
                     tape.copy_slot_to(s - s0 + 1, adj, b)
                 self._substep_backward(adj, a, b, s, ctrl, stored, need_params)

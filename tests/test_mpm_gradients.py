@@ -180,6 +180,20 @@ def test_stored_grids_equal_recomputed_grids(runtime, material, collider, scatte
             assert (g_stored is None and g_recomputed is None) or torch.equal(g_stored, g_recomputed)
 
 
+def test_gradients_without_parameter_gradient_are_the_same(runtime):
+    """When params need no gradient the backward skips their reductions; nothing else changes."""
+    sim = small_scene(M.MILK, colliders=[_moving_sphere()])
+    inputs, loss = _setup(sim, steps=2)
+    grads = []
+    for params_grad in (True, False):
+        leaves = {k: v.clone().requires_grad_(k != "params" or params_grad) for k, v in inputs.items()}
+        loss(**leaves).backward()
+        assert (leaves["params"].grad is not None) == params_grad
+        grads.append([leaves[k].grad for k in ("x0", "v0", "control")])
+    for with_params, without in zip(*grads, strict=True):
+        assert torch.equal(with_params, without)
+
+
 def test_rollout_without_grad_matches_fast_path(runtime):
     sim = small_scene(M.WATER, colliders=[_moving_sphere()])
     state = sim.initial_state()
