@@ -94,14 +94,15 @@ class _Grids:
 class _Control:
     """Collider poses and velocities per substep, (n_sub + 1, B, K, ...) ndarrays."""
 
-    def __init__(self, pos, quat, lin, ang, needs_grad: bool):
+    def __init__(self, shape: tuple[int, int, int], needs_grad: bool):
         real = runtime.real_dtype()
-        self.arrays = []
-        for value, dim in ((pos, 3), (quat, 4), (lin, 3), (ang, 3)):
-            arr = ti.ndarray(ti.types.vector(dim, real), value.shape[:3], needs_grad=needs_grad)
-            arr.from_numpy(value.detach().cpu().numpy().astype(_np_real()))
-            self.arrays.append(arr)
+        self.arrays = [ti.ndarray(ti.types.vector(dim, real), shape, needs_grad=needs_grad) for dim in (3, 4, 3, 3)]
         self.pos, self.quat, self.lin, self.ang = self.arrays
+
+    def load(self, pos, quat, lin, ang) -> _Control:
+        for arr, value in zip(self.arrays, (pos, quat, lin, ang), strict=True):
+            arr.from_numpy(value.detach().cpu().numpy().astype(_np_real()))
+        return self
 
     def zero_grad(self) -> None:
         for arr in self.arrays:
@@ -257,6 +258,7 @@ class Simulator:
         self._adjoint: _ParticleBuffers | None = None
         self._tape: _ParticleBuffers | None = None
         self._grid_tape: list[_Grids] = []
+        self._controls: dict[tuple, _Control] = {}
         self._slot = 0
         self._pose: torch.Tensor | None = None
         self._loaded_params: torch.Tensor | None = None
@@ -351,7 +353,12 @@ class Simulator:
         return poses[: n_sub + 1], vels[: n_sub + 1]
 
     def _make_control(self, pose: torch.Tensor, vel: torch.Tensor, needs_grad: bool) -> _Control:
-        return _Control(pose[..., :3], pose[..., 3:], vel[..., :3], vel[..., 3:], needs_grad)
+        """The control arrays for ``pose``, ``vel``: kept per shape and reused (allocating Taichi
+        ndarrays took about half of a small scene's step)."""
+        key = (tuple(pose.shape[:3]), needs_grad)
+        if key not in self._controls:
+            self._controls[key] = _Control(key[0], needs_grad)
+        return self._controls[key].load(pose[..., :3], pose[..., 3:], vel[..., :3], vel[..., 3:])
 
     def _load_state(self, state: State, buffers: _ParticleBuffers, slot: int) -> None:
         dt = self.dtype
