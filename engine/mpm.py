@@ -69,8 +69,9 @@ def _column(M, a: ti.template()):
 
 
 # Reverse mode. Taichi's autodiff (``kernel.grad``) serves the per-particle and per-node kernels
-# (stress, grid_collide, project_out, rigid bodies). The transfers have hand-written
-# adjoints (p2g_adjoint, g2p_adjoint, grid_update_adjoint): differentiating the 27-node stencil
+# (stress of the solid models, grid_collide, project_out, rigid bodies). The fluid stress and the
+# transfers have hand-written adjoints (stress_adjoint_fluid, p2g_adjoint, g2p_adjoint,
+# grid_update_adjoint): differentiating the 27-node stencil
 # with Taichi's reverse mode either takes ~100 s to compile (unrolled) or, flattened to one
 # (particle, node) pair per iteration, makes every particle adjoint an atomic add - and every
 # density adjoint an atomic add on one address - which cost ~7x the forward transfer. The
@@ -957,9 +958,3 @@ def transfers(trailing: tuple[int, ...]):
         _TRANSFERS[trailing] = _make_transfers(element)
     return _TRANSFERS[trailing]
 
-
-@ti.kernel
-def zero_slot(dst: ndarray(), s: ti.i32):
-    """dst[s] = 0."""
-    for b, p in ti.ndrange(dst.shape[1], dst.shape[2]):
-        dst[s, b, p] = ti.zero(dst[s, b, p])

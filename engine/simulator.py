@@ -7,9 +7,11 @@
   through one ``torch.autograd.Function`` (engine/autograd.py).
 * Checkpointing (Griewank's two-level scheme, as Warp's ``example_fluid_checkpoint``): the forward
   pass stores the full particle state every ``every`` substeps (default ceil(sqrt(n))); backward
-  recomputes one segment at a time onto a tape of ``every`` states and runs the adjoint kernels
-  (Taichi reverse mode, ``kernel.grad``) substep by substep on a two-slot adjoint ring. Memory is
-  O((n/every + every) * state) instead of O(n * state); time is one extra forward pass.
+  replays one segment at a time onto a tape of ``every + 1`` states, keeping each replayed
+  substep's grids (up to ``grid_tape_mb``), and runs the adjoint kernels (hand-written for the
+  transfers and the fluid stress, Taichi reverse mode ``kernel.grad`` for the rest) substep by
+  substep on a two-slot adjoint ring. Memory is O((n/every + every) * (state + grids)) instead of
+  O(n * state); time is one extra forward pass plus the adjoint kernels.
 * Blow-ups are detected after every control step (NaN/Inf or speed above the CFL speed) and raise
   :class:`engine.state.SimulationDiverged` naming the step and batch entries.
 """
