@@ -348,16 +348,11 @@ def zero_grids(grid_mv: ndarray(), grid_m: ndarray()):
 
 
 @ti.kernel
-def copy_grid(src: ndarray(), dst: ndarray()):
-    """dst = src for (S, B, n, n, n) stacks of grids or (B, n, n, n) grids."""
-    if ti.static(len(src.shape) == 4):
-        for b, i, j in ti.ndrange(src.shape[0], src.shape[1], src.shape[2]):
-            for k in range(src.shape[3]):
-                dst[b, i, j, k] = src[b, i, j, k]
-    else:
-        for s, b, i, j in ti.ndrange(src.shape[0], src.shape[1], src.shape[2], src.shape[3]):
-            for k in range(src.shape[4]):
-                dst[s, b, i, j, k] = src[s, b, i, j, k]
+def zero_array(arr: ndarray()):
+    """arr = 0 for an ndarray of any shape (Taichi's ``Ndarray.fill`` builds a Python Matrix on
+    every call for vector/matrix elements, which cost more than a small scene's kernels)."""
+    for I in ti.grouped(arr):
+        arr[I] = ti.zero(arr[I])
 
 
 @ti.func
@@ -957,4 +952,3 @@ def transfers(trailing: tuple[int, ...]):
         element = {(): None, (3,): ti.types.vector(3, real), (3, 3): ti.types.matrix(3, 3, real)}[trailing]
         _TRANSFERS[trailing] = _make_transfers(element)
     return _TRANSFERS[trailing]
-

@@ -67,9 +67,11 @@ class _Grids:
     velocities ``v`` (K + 1, B, n, n, n, 3) after walls and each collider, the particles' affine
     momentum matrices ``affine`` (B, N, 3, 3), and their slab bins (``slab_start``,
     ``slab_order``; None with atomic scatters). The simulator's working set has gradients; the
-    backward tape keeps one set per replayed substep (no gradients), so the adjoint of a substep
-    does not recompute its stress, scatter and grid update. ``zeroed`` records whether mv and m
-    are zero, as the scatter needs (grid_update clears them when nothing reads them later)."""
+    backward tape keeps one set per replayed substep, so the adjoint of a substep does not
+    recompute its stress, scatter and grid update; its sets have gradients only on ``v``, and only
+    with colliders (whose Taichi adjoint accumulates into ``v.grad``). ``zeroed`` records whether
+    mv and m are zero, as the scatter needs (grid_update clears them when nothing reads them
+    later)."""
 
     mv: object
     m: object
@@ -80,13 +82,13 @@ class _Grids:
     zeroed: bool = False
 
     @classmethod
-    def allocate(cls, K: int, B: int, N: int, n: int, slabs: bool, needs_grad: bool) -> _Grids:
+    def allocate(cls, K: int, B: int, N: int, n: int, slabs: bool, needs_grad: bool, v_grad: bool) -> _Grids:
         real = runtime.real_dtype()
         vec3, mat3 = ti.types.vector(3, real), ti.types.matrix(3, 3, real)
         return cls(
             mv=ti.ndarray(vec3, (B, n, n, n), needs_grad=needs_grad),
             m=ti.ndarray(real, (B, n, n, n), needs_grad=needs_grad),
-            v=ti.ndarray(vec3, (K + 1, B, n, n, n), needs_grad=needs_grad),
+            v=ti.ndarray(vec3, (K + 1, B, n, n, n), needs_grad=needs_grad or v_grad),
             affine=ti.ndarray(mat3, (B, N), needs_grad=needs_grad),
             slab_start=ti.ndarray(ti.i32, (B, n // mpm.SLAB_WIDTH + 2)) if slabs else None,
             slab_order=ti.ndarray(ti.i32, (B, N)) if slabs else None,
@@ -108,7 +110,7 @@ class _Control:
 
     def zero_grad(self) -> None:
         for arr in self.arrays:
-            arr.grad.fill(0)
+            mpm.zero_array(arr.grad)
 
 
 def _np_real():
@@ -246,7 +248,7 @@ class Simulator:
         self._no_bins = ti.ndarray(ti.i32, (1, 1))  # slab_start argument when not binned
         # The working grids; grid_v[c] is the grid velocity after gravity, walls and the first c
         # colliders.
-        self._grids = _Grids.allocate(K, B, N, n, self._slabs, needs_grad=True)
+        self._grids = _Grids.allocate(K, B, N, n, self._slabs, needs_grad=True, v_grad=True)
         self.grid_mv, self.grid_m, self.grid_v = self._grids.mv, self._grids.m, self._grids.v
         self.affine = self._grids.affine
         self._slab_start, self._slab_order = self._grids.slab_start, self._grids.slab_order
@@ -389,7 +391,8 @@ class Simulator:
         real_bytes = 8 if runtime.require().precision == "f64" else 4
         particles = self.batch_size * self.n_particles
         slabs = 4 * particles if self._slabs else 0
-        return (nodes * (4 + 3 * (self.n_colliders + 1)) + 9 * particles) * real_bytes + slabs
+        v_copies = 2 if self.n_colliders else 1  # with colliders a stored v has its adjoint too
+        return (nodes * (4 + 3 * (self.n_colliders + 1) * v_copies) + 9 * particles) * real_bytes + slabs
 
     # ------------------------------------------------------------------ kernels
     def _substep(
@@ -428,8 +431,8 @@ class Simulator:
         for c in range(self.n_colliders):
             self._project_out(c, g, ctrl)
         if self.n_bodies:
-            self.body_sum_x.fill(0)
-            self.body_Apq.fill(0)
+            mpm.zero_array(self.body_sum_x)
+            mpm.zero_array(self.body_Apq)
             self._body_moments()
             self._body_fit()
             self._body_apply(buf, s_out)
@@ -449,10 +452,10 @@ class Simulator:
         adjoint of g2p then reads the primal output state from slot b, which the caller must
         have loaded."""
         if not self._direct_x:
-            self.x_chain.grad.fill(0)
+            mpm.zero_array(self.x_chain.grad)
         if self.n_bodies:
             for arr in (self.v_free, self.body_sum_x, self.body_Apq, self.body_c, self.body_R):
-                arr.grad.fill(0)
+                mpm.zero_array(arr.grad)
         if stored is None:
             grids = self._grids
             self._substep(adj, a, b, g, ctrl, keep=True)  # recompute the intermediates of this substep
@@ -460,10 +463,6 @@ class Simulator:
             grids = stored
             if not self._direct_x:
                 self._to_particles(adj, a, b, g, ctrl, stored)
-            if self.n_colliders:  # grid_collide's Taichi adjoint reads the working grids
-                mpm.copy_grid(stored.m, self.grid_m)
-                mpm.copy_grid(stored.v, self.grid_v)
-                self._grids.zeroed = False
         if self.n_bodies:
             self._body_apply(adj, b, grad=True)
             self._body_fit(grad=True)
@@ -474,11 +473,11 @@ class Simulator:
             self._project_out(c, g, ctrl, grad=True)
         self._g2p(adj, a, b, grids, grad=True)
         for c in reversed(range(self.n_colliders)):
-            self._grid_collide(c, g, ctrl, self._grids, grad=True)
+            self._grid_collide(c, g, ctrl, grids, grad=True)
         mpm.grid_update_adjoint(
             grids.mv,
             grids.m,
-            self.grid_v.grad,
+            self._v_grad(grids),
             self.grid_mv.grad,
             self.grid_m.grad,
             self._gravity,
@@ -494,6 +493,10 @@ class Simulator:
         if need_params:
             mpm.density_grad(self.material_id, self.volume, self._mass_grad, self.params.grad)
         self._stress(adj, a, b, self.affine, grad=True, need_params=need_params)
+
+    def _v_grad(self, grids):
+        """The grid velocity adjoints for ``grids``: its own with colliders, else the working ones."""
+        return grids.v.grad if grids.v.grad is not None else self.grid_v.grad
 
     def _planes(self, grids):
         """(slab_start, binned) arguments of the grid kernels: with slab bins they skip the grid
@@ -538,7 +541,7 @@ class Simulator:
         x_out, s_x = (buf.x, s_out) if self._direct_x else (self.x_chain, 0)
         if grad:
             args = (
-                buf.x, s_in, v_out, v_out.grad, s_v, buf.C.grad, s_out, x_out.grad, s_x, grids.v, self.grid_v.grad,
+                buf.x, s_in, v_out, v_out.grad, s_v, buf.C.grad, s_out, x_out.grad, s_x, grids.v, self._v_grad(grids),
                 self.n_colliders, buf.x.grad, self._dt, self._inv_dx, self._lo, self._hi,
             )  # fmt: skip
             if not self._slabs:
@@ -787,11 +790,13 @@ class Simulator:
         n_stored = min(plan.every, int(self.grid_tape_mb * 2**20 // self._grids_bytes()))
         while len(self._grid_tape) < n_stored:
             n = self.config.grid_res
-            self._grid_tape.append(_Grids.allocate(self.n_colliders, B, N, n, self._slabs, needs_grad=False))
+            K = self.n_colliders
+            self._grid_tape.append(_Grids.allocate(K, B, N, n, self._slabs, needs_grad=False, v_grad=K > 0))
         adj, tape, grid_tape = self._adjoint, self._tape, self._grid_tape[:n_stored]
         for s in (0, 1):
             adj.zero_grad_slot(s)
-        mpm.zero_grid(self.grid_v.grad)  # then kept zero by grid_update_adjoint
+        for grids in [self._grids, *grid_tape]:  # then kept zero by grid_update_adjoint
+            mpm.zero_grid(self._v_grad(grids))
         record = plan.record_index()
         dt = self.dtype
         grad_x = torch.zeros(len(plan.record_steps), B, N, 3, dtype=dt) if grad_x is None else grad_x.to(dt)
