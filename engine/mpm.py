@@ -368,15 +368,12 @@ def _wall_free(node, v, n, bound):
 
 
 @ti.func
-def _plane_in_use(slab_start: ti.template(), b, i, binned: ti.template()):
-    """Whether any particle of scene b reaches grid plane x = i: with slab bins (``binned``),
-    those of slabs i // 2 - 1 and i // 2 (a particle reaches base..base + 2); else always.
-    Grid kernels skip the other planes: nothing scatters there, and no gather reads them."""
-    in_use = True
-    if ti.static(binned):
-        s = i // SLAB_WIDTH
-        in_use = slab_start[b, s + 1] > slab_start[b, ti.max(s - 1, 0)]
-    return in_use
+def _plane_in_use(slab_start: ti.template(), b, i):
+    """Whether any particle of scene b reaches grid plane x = i, by the slab bins of the substep
+    (:func:`bin_particles`): those of slabs i // 2 - 1 and i // 2 (a particle reaches base..base
+    + 2). Grid kernels skip the other planes: nothing scatters there, and no gather reads them."""
+    s = i // SLAB_WIDTH
+    return slab_start[b, s + 1] > slab_start[b, ti.max(s - 1, 0)]
 
 
 @ti.func
@@ -398,14 +395,13 @@ def grid_update(
     bound: ti.i32,
     clear: ti.template(),
     slab_start: ndarray(),
-    binned: ti.template(),
 ):
     """Grid momentum -> velocity, plus gravity and slip domain walls; writes ``grid_v[0]`` on the
     planes in use (:func:`_plane_in_use`). With ``clear`` it also zeroes grid_mv and grid_m for
     the next scatter (saves a pass over memory), else leaves them for the adjoint."""
     n = grid_m.shape[1]
     for b, i, j in ti.ndrange(grid_m.shape[0], n, n):
-        if _plane_in_use(slab_start, b, i, binned):
+        if _plane_in_use(slab_start, b, i):
             for k in range(n):
                 m = grid_m[b, i, j, k]
                 mv = grid_mv[b, i, j, k]
@@ -429,7 +425,6 @@ def grid_update_adjoint(
     dt: float,
     bound: ti.i32,
     slab_start: ndarray(),
-    binned: ti.template(),
 ):
     """Adjoint of :func:`grid_update` (on the planes in use); *writes* (not accumulates) ``grid_mv_grad`` and
     ``grid_m_grad``: with v = mask (mv / m + dt g), mv_bar = mask v_bar / m and
@@ -440,7 +435,7 @@ def grid_update_adjoint(
     into them, and grid_mv, grid_m zero, ready for a scatter."""
     n = grid_m.shape[1]
     for b, i, j in ti.ndrange(grid_m.shape[0], n, n):
-        if _plane_in_use(slab_start, b, i, binned):
+        if _plane_in_use(slab_start, b, i):
             for k in range(n):
                 m = grid_m[b, i, j, k]
                 mv = grid_mv[b, i, j, k]

@@ -66,7 +66,7 @@ class _Grids:
     """What one substep builds before its g2p: grid momentum ``mv`` (B, n, n, n, 3), mass ``m``,
     velocities ``v`` (K + 1, B, n, n, n, 3) after walls and each collider, the particles' affine
     momentum matrices ``affine`` (B, N, 3, 3), and their slab bins (``slab_start``,
-    ``slab_order``; None with atomic scatters). The simulator's working set has gradients; the
+    ``slab_order``). The simulator's working set has gradients; the
     backward tape keeps one set per replayed substep, so the adjoint of a substep does not
     recompute its stress, scatter and grid update; its sets have gradients only on ``v``, and only
     with colliders (whose Taichi adjoint accumulates into ``v.grad``). ``zeroed`` records whether
@@ -77,12 +77,12 @@ class _Grids:
     m: object
     v: object
     affine: object
-    slab_start: object = None
-    slab_order: object = None
+    slab_start: object
+    slab_order: object
     zeroed: bool = False
 
     @classmethod
-    def allocate(cls, K: int, B: int, N: int, n: int, slabs: bool, needs_grad: bool, v_grad: bool) -> _Grids:
+    def allocate(cls, K: int, B: int, N: int, n: int, needs_grad: bool, v_grad: bool) -> _Grids:
         real = runtime.real_dtype()
         vec3, mat3 = ti.types.vector(3, real), ti.types.matrix(3, 3, real)
         return cls(
@@ -90,8 +90,8 @@ class _Grids:
             m=ti.ndarray(real, (B, n, n, n), needs_grad=needs_grad),
             v=ti.ndarray(vec3, (K + 1, B, n, n, n), needs_grad=needs_grad or v_grad),
             affine=ti.ndarray(mat3, (B, N), needs_grad=needs_grad),
-            slab_start=ti.ndarray(ti.i32, (B, n // mpm.SLAB_WIDTH + 2)) if slabs else None,
-            slab_order=ti.ndarray(ti.i32, (B, N)) if slabs else None,
+            slab_start=ti.ndarray(ti.i32, (B, n // mpm.SLAB_WIDTH + 2)),
+            slab_order=ti.ndarray(ti.i32, (B, N)),
         )
 
 
@@ -244,11 +244,12 @@ class Simulator:
         if scatter == "auto":
             scatter = "slabs" if runtime.on_cpu() and B * N >= mpm.SLAB_MIN_PARTICLES else "atomic"
         self._slabs = scatter == "slabs"
-        self._slab_rank = ti.ndarray(ti.i32, (B, N)) if self._slabs else None  # binning scratch
-        self._no_bins = ti.ndarray(ti.i32, (1, 1))  # slab_start argument when not binned
+        # Particles are binned into x-slabs every substep with either scatter: the grid kernels
+        # use the bins to skip the grid planes no particle reaches.
+        self._slab_rank = ti.ndarray(ti.i32, (B, N))  # binning scratch
         # The working grids; grid_v[c] is the grid velocity after gravity, walls and the first c
         # colliders.
-        self._grids = _Grids.allocate(K, B, N, n, self._slabs, needs_grad=True, v_grad=True)
+        self._grids = _Grids.allocate(K, B, N, n, needs_grad=True, v_grad=True)
         self.grid_mv, self.grid_m, self.grid_v = self._grids.mv, self._grids.m, self._grids.v
         self.affine = self._grids.affine
         self._slab_start, self._slab_order = self._grids.slab_start, self._grids.slab_order
@@ -390,7 +391,7 @@ class Simulator:
         nodes = self.batch_size * self.config.grid_res**3
         real_bytes = 8 if runtime.require().precision == "f64" else 4
         particles = self.batch_size * self.n_particles
-        slabs = 4 * particles if self._slabs else 0
+        slabs = 4 * particles
         v_copies = 2 if self.n_colliders else 1  # with colliders a stored v has its adjoint too
         return (nodes * (4 + 3 * (self.n_colliders + 1) * v_copies) + 9 * particles) * real_bytes + slabs
 
@@ -416,7 +417,7 @@ class Simulator:
         clear = not keep and not self.n_colliders  # grid_collide reads the grid mass
         mpm.grid_update(
             grids.mv, grids.m, grids.v, self._gravity, self._dt, self.config.boundary_cells, clear,
-            *self._planes(grids),
+            grids.slab_start,
         )  # fmt: skip
         grids.zeroed = clear
         for c in range(self.n_colliders):
@@ -483,7 +484,7 @@ class Simulator:
             self._gravity,
             self._dt,
             self.config.boundary_cells,
-            *self._planes(grids),
+            grids.slab_start,
         )
         grids.zeroed = True
         mpm.p2g_adjoint(
@@ -497,11 +498,6 @@ class Simulator:
     def _v_grad(self, grids):
         """The grid velocity adjoints for ``grids``: its own with colliders, else the working ones."""
         return grids.v.grad if grids.v.grad is not None else self.grid_v.grad
-
-    def _planes(self, grids):
-        """(slab_start, binned) arguments of the grid kernels: with slab bins they skip the grid
-        planes no particle reaches (the atomic path has no bins and visits every plane)."""
-        return (grids.slab_start, True) if self._slabs else (self._no_bins, False)
 
     def _stress(self, buf, s_in, s_out, affine, grad=False, need_params=True):
         """Constitutive update and affine matrices, one launch per material (or its adjoint:
@@ -521,11 +517,11 @@ class Simulator:
 
     def _p2g(self, buf, s_in, grids):
         particles_in = (buf.x, buf.v, s_in, self.material_id, self.volume, self.params, grids.affine)
+        # The bins of x[s_in] also serve the grid kernels and the g2p adjoint of this substep.
+        mpm.bin_particles(buf.x, s_in, self._inv_dx, grids.slab_start, self._slab_rank, grids.slab_order)
         if not self._slabs:
             mpm.p2g(*particles_in, grids.mv, grids.m, self._inv_dx)
             return
-        # The bins of x[s_in] also serve the g2p adjoint of this substep (same positions).
-        mpm.bin_particles(buf.x, s_in, self._inv_dx, grids.slab_start, self._slab_rank, grids.slab_order)
         for colour in (0, 1):
             mpm.p2g_slabs(*particles_in, grids.mv, grids.m, self._inv_dx, grids.slab_start, grids.slab_order, colour)
 
@@ -791,7 +787,7 @@ class Simulator:
         while len(self._grid_tape) < n_stored:
             n = self.config.grid_res
             K = self.n_colliders
-            self._grid_tape.append(_Grids.allocate(K, B, N, n, self._slabs, needs_grad=False, v_grad=K > 0))
+            self._grid_tape.append(_Grids.allocate(K, B, N, n, needs_grad=False, v_grad=K > 0))
         adj, tape, grid_tape = self._adjoint, self._tape, self._grid_tape[:n_stored]
         for s in (0, 1):
             adj.zero_grad_slot(s)
