@@ -326,19 +326,6 @@ def p2g_slabs(
 
 
 @ti.kernel
-def zero_grid(grid: ndarray()):
-    """grid[..., i, j, k] = 0 for a (B, n, n, n) grid, or a (S, B, n, n, n) stack of grids."""
-    if ti.static(len(grid.shape) == 4):
-        for b, i, j in ti.ndrange(grid.shape[0], grid.shape[1], grid.shape[2]):
-            for k in range(grid.shape[3]):
-                grid[b, i, j, k] = ti.zero(grid[b, i, j, k])
-    else:
-        for s, b, i, j in ti.ndrange(grid.shape[0], grid.shape[1], grid.shape[2], grid.shape[3]):
-            for k in range(grid.shape[4]):
-                grid[s, b, i, j, k] = ti.zero(grid[s, b, i, j, k])
-
-
-@ti.kernel
 def zero_grids(grid_mv: ndarray(), grid_m: ndarray()):
     """grid_mv = 0 and grid_m = 0 for (B, n, n, n) grids, in one pass."""
     for b, i, j in ti.ndrange(grid_m.shape[0], grid_m.shape[1], grid_m.shape[2]):

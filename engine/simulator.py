@@ -792,7 +792,7 @@ class Simulator:
         for s in (0, 1):
             adj.zero_grad_slot(s)
         for grids in [self._grids, *grid_tape]:  # then kept zero by grid_update_adjoint
-            mpm.zero_grid(self._v_grad(grids))
+            mpm.zero_array(self._v_grad(grids))
         record = plan.record_index()
         dt = self.dtype
         grad_x = torch.zeros(len(plan.record_steps), B, N, 3, dtype=dt) if grad_x is None else grad_x.to(dt)

@@ -49,8 +49,7 @@ def test_slab_scatters_match_atomic_scatters(runtime):
     args = (*particles, sim.grid_mv, sim.grid_m, sim._inv_dx)
     grids = []
     for slabs in (False, True):
-        mpm.zero_grid(sim.grid_mv)
-        mpm.zero_grid(sim.grid_m)
+        mpm.zero_grids(sim.grid_mv, sim.grid_m)
         if slabs:
             mpm.bin_particles(ring.x, 0, sim._inv_dx, sim._slab_start, sim._slab_rank, sim._slab_order)
             for colour in (0, 1):
@@ -70,7 +69,7 @@ def test_slab_scatters_match_atomic_scatters(runtime):
     outs = []
     for slabs in (False, True):
         x_grad = ti_array(np.zeros((1, 2, sim.n_particles, 3)), (3,))
-        mpm.zero_grid(sim.grid_v.grad)
+        mpm.zero_array(sim.grid_v.grad)
         args = (
             ring.x, 0, v_out, v_grad, 0, C_grad, 0, x_out_grad, 0, sim.grid_v, sim.grid_v.grad, 0, x_grad,
             sim._dt, sim._inv_dx, sim._lo, sim._hi,
