@@ -166,9 +166,10 @@ def stress_adjoint_fluid(
 #   odd slabs) per launch, with plain adds (CPU): a particle writes nodes base..base+2, so slabs
 #   two apart never touch the same node and each slab is one serial task. CPU float atomics are
 #   compare-and-swap loops; they made the scatter ~2.5x slower than the same loop without them.
-#   Binning costs a few extra parallel launches per substep, which small scenes do not win back:
-#   measured env steps, 672 particles at B = 1 took 0.051 s with slabs and 0.034 s without;
-#   from ~2k particles (or B = 8 of 672) slabs were faster. Hence the threshold on B * N.
+#   The slab form costs extra launches, which small scenes do not win back: measured env steps
+#   (when only the slab form binned), 672 particles at B = 1 took 0.051 s with slabs and 0.034 s
+#   without; from ~2k particles (or B = 8 of 672) slabs were faster. Hence the threshold on B * N.
+#   Particles are binned with either form: the grid kernels use the bins to skip empty planes.
 SLAB_WIDTH = 2
 SLAB_MIN_PARTICLES = 4096
 # Taichi 1.7's CPU backend hands a parallel loop to its threads in blocks of at least 512
