@@ -252,7 +252,6 @@ class Simulator:
         self._grids = _Grids.allocate(K, B, N, n, needs_grad=True, v_grad=True)
         self.grid_mv, self.grid_m, self.grid_v = self._grids.mv, self._grids.m, self._grids.v
         self.affine = self._grids.affine
-        self._slab_start, self._slab_order = self._grids.slab_start, self._grids.slab_order
         # x_chain[c]: advected positions after projection out of the first c colliders. Without
         # colliders or bodies g2p writes the new positions straight into the particle state.
         self._direct_x = not (K or nb)

@@ -51,9 +51,9 @@ def test_slab_scatters_match_atomic_scatters(runtime):
     for slabs in (False, True):
         mpm.zero_grids(sim.grid_mv, sim.grid_m)
         if slabs:
-            mpm.bin_particles(ring.x, 0, sim._inv_dx, sim._slab_start, sim._slab_rank, sim._slab_order)
+            mpm.bin_particles(ring.x, 0, sim._inv_dx, sim._grids.slab_start, sim._slab_rank, sim._grids.slab_order)
             for colour in (0, 1):
-                mpm.p2g_slabs(*args, sim._slab_start, sim._slab_order, colour)
+                mpm.p2g_slabs(*args, sim._grids.slab_start, sim._grids.slab_order, colour)
         else:
             mpm.p2g(*args)
         grids.append((sim.grid_mv.to_numpy(), sim.grid_m.to_numpy()))
@@ -76,7 +76,7 @@ def test_slab_scatters_match_atomic_scatters(runtime):
         )  # fmt: skip
         if slabs:
             for colour in (0, 1):
-                mpm.g2p_adjoint_slabs(*args, sim._slab_start, sim._slab_order, colour)
+                mpm.g2p_adjoint_slabs(*args, sim._grids.slab_start, sim._grids.slab_order, colour)
         else:
             mpm.g2p_adjoint(*args)
         outs.append((sim.grid_v.grad.to_numpy(), x_grad.to_numpy()))
