@@ -63,18 +63,17 @@ class _ParticleBuffers:
 
 @dataclass
 class _Grids:
-    """What one substep builds before its g2p: grid momentum ``mv`` (B, n, n, n, 3), mass ``m``,
+    """What one substep builds before its g2p: grid momentum and mass ``mom_mass`` (B, n, n, n, 4),
     velocities ``v`` (K + 1, B, n, n, n, 3) after walls and each collider, the particles' affine
     momentum matrices ``affine`` (B, N, 3, 3), and their slab bins (``slab_start``,
     ``slab_order``). The simulator's working set has gradients; the
     backward tape keeps one set per replayed substep, so the adjoint of a substep does not
     recompute its stress, scatter and grid update; its sets have gradients only on ``v``, and only
     with colliders (whose Taichi adjoint accumulates into ``v.grad``). ``zeroed`` records whether
-    mv and m are zero, as the scatter needs (grid_update clears them when nothing reads them
+    mom_mass is zero, as the scatter needs (grid_update clears it when nothing reads it
     later)."""
 
-    mv: object
-    m: object
+    mom_mass: object
     v: object
     affine: object
     slab_start: object
@@ -84,10 +83,9 @@ class _Grids:
     @classmethod
     def allocate(cls, K: int, B: int, N: int, n: int, needs_grad: bool, v_grad: bool) -> _Grids:
         real = runtime.real_dtype()
-        vec3, mat3 = ti.types.vector(3, real), ti.types.matrix(3, 3, real)
+        vec3, vec4, mat3 = ti.types.vector(3, real), ti.types.vector(4, real), ti.types.matrix(3, 3, real)
         return cls(
-            mv=ti.ndarray(vec3, (B, n, n, n), needs_grad=needs_grad),
-            m=ti.ndarray(real, (B, n, n, n), needs_grad=needs_grad),
+            mom_mass=ti.ndarray(vec4, (B, n, n, n), needs_grad=needs_grad),
             v=ti.ndarray(vec3, (K + 1, B, n, n, n), needs_grad=needs_grad or v_grad),
             affine=ti.ndarray(mat3, (B, N), needs_grad=needs_grad),
             slab_start=ti.ndarray(ti.i32, (B, n // mpm.SLAB_WIDTH + 2)),
@@ -250,7 +248,7 @@ class Simulator:
         # The working grids; grid_v[c] is the grid velocity after gravity, walls and the first c
         # colliders.
         self._grids = _Grids.allocate(K, B, N, n, needs_grad=True, v_grad=True)
-        self.grid_mv, self.grid_m, self.grid_v = self._grids.mv, self._grids.m, self._grids.v
+        self.grid_mom_mass, self.grid_v = self._grids.mom_mass, self._grids.v
         self.affine = self._grids.affine
         # x_chain[c]: advected positions after projection out of the first c colliders. Without
         # colliders or bodies g2p writes the new positions straight into the particle state.
@@ -410,12 +408,12 @@ class Simulator:
         colliders, grid_update clears them)."""
         grids = grids or self._grids
         if not grids.zeroed:
-            mpm.zero_grids(grids.mv, grids.m)
+            mpm.zero_grid(grids.mom_mass)
         self._stress(buf, s_in, s_out, grids.affine)
         self._p2g(buf, s_in, grids)
         clear = not keep and not self.n_colliders  # grid_collide reads the grid mass
         mpm.grid_update(
-            grids.mv, grids.m, grids.v, self._gravity, self._dt, self.config.boundary_cells, clear,
+            grids.mom_mass, grids.v, self._gravity, self._dt, self.config.boundary_cells, clear,
             grids.slab_start,
         )  # fmt: skip
         grids.zeroed = clear
@@ -475,11 +473,9 @@ class Simulator:
         for c in reversed(range(self.n_colliders)):
             self._grid_collide(c, g, ctrl, grids, grad=True)
         mpm.grid_update_adjoint(
-            grids.mv,
-            grids.m,
+            grids.mom_mass,
             self._v_grad(grids),
-            self.grid_mv.grad,
-            self.grid_m.grad,
+            self.grid_mom_mass.grad,
             self._gravity,
             self._dt,
             self.config.boundary_cells,
@@ -487,8 +483,8 @@ class Simulator:
         )
         grids.zeroed = True
         mpm.p2g_adjoint(
-            adj.x, adj.v, a, self.material_id, self.volume, self.params, grids.affine, self.grid_mv.grad,
-            self.grid_m.grad, adj.x.grad, adj.v.grad, self.affine.grad, self._mass_grad, self._inv_dx,
+            adj.x, adj.v, a, self.material_id, self.volume, self.params, grids.affine,
+            self.grid_mom_mass.grad, adj.x.grad, adj.v.grad, self.affine.grad, self._mass_grad, self._inv_dx,
         )  # fmt: skip
         if need_params:
             mpm.density_grad(self.material_id, self.volume, self._mass_grad, self.params.grad)
@@ -519,15 +515,15 @@ class Simulator:
         # The bins of x[s_in] also serve the grid kernels and the g2p adjoint of this substep.
         mpm.bin_particles(buf.x, s_in, self._inv_dx, grids.slab_start, self._slab_rank, grids.slab_order)
         if not self._slabs:
-            mpm.p2g(*particles_in, grids.mv, grids.m, self._inv_dx)
+            mpm.p2g(*particles_in, grids.mom_mass, self._inv_dx)
             return
         for colour in (0, 1):
-            mpm.p2g_slabs(*particles_in, grids.mv, grids.m, self._inv_dx, grids.slab_start, grids.slab_order, colour)
+            mpm.p2g_slabs(*particles_in, grids.mom_mass, self._inv_dx, grids.slab_start, grids.slab_order, colour)
 
     def _grid_collide(self, c, g, ctrl, grids, grad=False):
         kernel = mpm.grid_collide.grad if grad else mpm.grid_collide
         kernel(
-            grids.m, grids.v, c, self.collider_kinds[c], self.collider_shape, self.collider_contact,
+            grids.mom_mass, grids.v, c, self.collider_kinds[c], self.collider_shape, self.collider_contact,
             ctrl.pos, ctrl.quat, ctrl.lin, ctrl.ang, self.mesh_sdf, g, self._dx,
         )  # fmt: skip
 
