@@ -14,8 +14,9 @@ Conventions:
   overwrite what they read, which Taichi's reverse-mode autodiff requires.
 * Grid buffers are ``grid_mom_mass[b, i, j, k]`` (vec4: momentum x, y, z and mass, packed so
   a scatter adds one 4-vector per node: the p2g scatter took ~0.6x the time of separate momentum
-  and mass arrays) and ``grid_v`` (velocity after forces and boundary conditions). Node (i, j, k)
-  sits at (i, j, k) * dx.
+  and mass arrays) and ``grid_v`` (velocity after forces and boundary conditions, vec4 with a
+  zero w: the transfers gather it, and the g2p adjoint scatters into its gradient, as 4-vectors,
+  which took ~0.9x the time of 3-vectors). Node (i, j, k) sits at (i, j, k) * dx.
 * Collider arrays are indexed ``[g, b, c]`` by the global substep g: ``collider_pos`` (vec3),
   ``collider_quat`` (vec4, w x y z), ``collider_lin`` (vec3, m/s), ``collider_ang`` (vec3, rad/s,
   world frame) hold the pose at the *start* of substep g and the velocity during it.
@@ -66,8 +67,9 @@ def _axis_weights(fx):
 
 
 @ti.func
-def _column(M, a: ti.template()):
-    return ti.Vector([M[0, a], M[1, a], M[2, a]])
+def _pad(v):
+    """A 3-vector with a zero appended (the layout of ``grid_v``)."""
+    return ti.Vector([v[0], v[1], v[2], 0.0])
 
 
 @ti.func
@@ -403,7 +405,7 @@ def grid_update(
                     v *= _wall_free(ti.Vector([i, j, k]), v, n, bound)
                 if ti.static(clear):
                     _clear_node(grid_mom_mass, b, i, j, k, node)
-                grid_v[0, b, i, j, k] = v
+                grid_v[0, b, i, j, k] = _pad(v)
 
 
 @ti.kernel
@@ -434,13 +436,13 @@ def grid_update_adjoint(
                 m_bar = 0.0
                 if m > 0.0:
                     v = mv / m + dt * gravity
-                    mv_bar = _wall_free(ti.Vector([i, j, k]), v, n, bound) * grid_v_grad[0, b, i, j, k] / m
+                    mv_bar = _wall_free(ti.Vector([i, j, k]), v, n, bound) * grid_v_grad[0, b, i, j, k].xyz / m
                     m_bar = -mv_bar.dot(mv) / m
                 grid_mom_mass_grad[b, i, j, k] = ti.Vector([mv_bar[0], mv_bar[1], mv_bar[2], m_bar])
                 _clear_node(grid_mom_mass, b, i, j, k, node)
                 for c in range(grid_v_grad.shape[0]):
                     if (grid_v_grad[c, b, i, j, k] != 0.0).any():
-                        grid_v_grad[c, b, i, j, k] = ti.zero(mv_bar)
+                        grid_v_grad[c, b, i, j, k] = ti.zero(grid_v_grad[c, b, i, j, k])
 
 
 @ti.kernel
@@ -465,7 +467,7 @@ def grid_collide(
     tangential part is reduced by Coulomb friction mu |v_n|."""
     for b, i, j in ti.ndrange(grid_v.shape[1], grid_v.shape[2], grid_v.shape[3]):
         for k in range(grid_v.shape[4]):
-            v = grid_v[c, b, i, j, k]
+            v = grid_v[c, b, i, j, k].xyz
             out = v
             if grid_mom_mass[b, i, j, k][3] > 0.0:
                 p = ti.Vector([i, j, k]) * dx
@@ -487,7 +489,7 @@ def grid_collide(
                             v_t = v_t * ti.max(0.0, 1.0 + friction * vn / v_t_norm)
                         v_rel = v_t
                     out = v_collider + v_rel
-            grid_v[c + 1, b, i, j, k] = out
+            grid_v[c + 1, b, i, j, k] = _pad(out)
 
 
 @ti.kernel
@@ -524,7 +526,7 @@ def g2p(
                 sum_k = ti.Vector.zero(float, 3)  # sum over k of N_k gv
                 moment_k = ti.Vector.zero(float, 3)  # sum over k of k N_k gv
                 for k in ti.static(range(3)):
-                    gv = N[2, k] * grid_v[g_final, b, base[0] + i, base[1] + j, base[2] + k]
+                    gv = N[2, k] * grid_v[g_final, b, base[0] + i, base[1] + j, base[2] + k].xyz
                     sum_k += gv
                     if ti.static(k > 0):
                         moment_k += k * gv
@@ -674,7 +676,7 @@ def _g2p_adjoint_particle(
     N, dN = _axis_weights(fx)
     C_bar = (4.0 * inv_dx) * C_out_grad[s_C, b, p]
     fx_bar = ti.Vector.zero(float, 3)
-    u_i = v_out_grad[s_v, b, p] + dt * x_out_bar - C_bar @ fx  # u(o) = v_bar + C_bar (o - fx)
+    u_i = _pad(v_out_grad[s_v, b, p] + dt * x_out_bar - C_bar @ fx)  # u(o) = v_bar + C_bar (o - fx), padded
     for i in ti.static(range(3)):
         u_ij = u_i
         for j in ti.static(range(3)):
@@ -688,10 +690,10 @@ def _g2p_adjoint_particle(
                 s = gv.dot(u)
                 s_N += N[2, k] * s
                 s_dN += dN[2, k] * s
-                u += _column(C_bar, 2)
+                u += _column4(C_bar, 2)
             fx_bar += ti.Vector([dN[0, i] * N[1, j] * s_N, N[0, i] * dN[1, j] * s_N, w_ij * s_dN])
-            u_ij += _column(C_bar, 1)
-        u_i += _column(C_bar, 0)
+            u_ij += _column4(C_bar, 1)
+        u_i += _column4(C_bar, 0)
     x_grad[s_in, b, p] = x_grad[s_in, b, p] + x_out_bar + inv_dx * (fx_bar - C_bar.transpose() @ v_new)
 
 

@@ -64,14 +64,13 @@ class _ParticleBuffers:
 @dataclass
 class _Grids:
     """What one substep builds before its g2p: grid momentum and mass ``mom_mass`` (B, n, n, n, 4),
-    velocities ``v`` (K + 1, B, n, n, n, 3) after walls and each collider, the particles' affine
-    momentum matrices ``affine`` (B, N, 3, 3), and their slab bins (``slab_start``,
-    ``slab_order``). The simulator's working set has gradients; the
-    backward tape keeps one set per replayed substep, so the adjoint of a substep does not
-    recompute its stress, scatter and grid update; its sets have gradients only on ``v``, and only
-    with colliders (whose Taichi adjoint accumulates into ``v.grad``). ``zeroed`` records whether
-    mom_mass is zero, as the scatter needs (grid_update clears it when nothing reads it
-    later)."""
+    velocities ``v`` (K + 1, B, n, n, n, 4; w = 0, see engine/mpm.py) after walls and each
+    collider, the particles' affine momentum matrices ``affine`` (B, N, 3, 3), and their slab bins
+    (``slab_start``, ``slab_order``). The simulator's working set has gradients; the backward tape
+    keeps one set per replayed substep, so the adjoint of a substep does not recompute its stress,
+    scatter and grid update; its sets have gradients only on ``v``, and only with colliders (whose
+    Taichi adjoint accumulates into ``v.grad``). ``zeroed`` records whether mom_mass is zero, as
+    the scatter needs (grid_update clears it when nothing reads it later)."""
 
     mom_mass: object
     v: object
@@ -83,10 +82,10 @@ class _Grids:
     @classmethod
     def allocate(cls, K: int, B: int, N: int, n: int, needs_grad: bool, v_grad: bool) -> _Grids:
         real = runtime.real_dtype()
-        vec3, vec4, mat3 = ti.types.vector(3, real), ti.types.vector(4, real), ti.types.matrix(3, 3, real)
+        vec4, mat3 = ti.types.vector(4, real), ti.types.matrix(3, 3, real)
         return cls(
             mom_mass=ti.ndarray(vec4, (B, n, n, n), needs_grad=needs_grad),
-            v=ti.ndarray(vec3, (K + 1, B, n, n, n), needs_grad=needs_grad or v_grad),
+            v=ti.ndarray(vec4, (K + 1, B, n, n, n), needs_grad=needs_grad or v_grad),
             affine=ti.ndarray(mat3, (B, N), needs_grad=needs_grad),
             slab_start=ti.ndarray(ti.i32, (B, n // mpm.SLAB_WIDTH + 2)),
             slab_order=ti.ndarray(ti.i32, (B, N)),
@@ -390,7 +389,7 @@ class Simulator:
         particles = self.batch_size * self.n_particles
         slabs = 4 * particles
         v_copies = 2 if self.n_colliders else 1  # with colliders a stored v has its adjoint too
-        return (nodes * (4 + 3 * (self.n_colliders + 1) * v_copies) + 9 * particles) * real_bytes + slabs
+        return (nodes * (4 + 4 * (self.n_colliders + 1) * v_copies) + 9 * particles) * real_bytes + slabs
 
     # ------------------------------------------------------------------ kernels
     def _substep(

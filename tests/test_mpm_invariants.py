@@ -64,7 +64,9 @@ def test_slab_scatters_match_atomic_scatters(runtime):
     v_grad = ti_array(rng.standard_normal((1, 2, sim.n_particles, 3)), (3,))
     C_grad = ti_array(rng.standard_normal((1, 2, sim.n_particles, 3, 3)), (3, 3))
     x_out_grad = ti_array(rng.standard_normal((1, 2, sim.n_particles, 3)), (3,))
-    sim.grid_v.from_numpy(rng.standard_normal(sim.grid_v.shape + (3,)))
+    grid_v = rng.standard_normal(sim.grid_v.shape + (4,))
+    grid_v[..., 3] = 0.0  # the layout's padding
+    sim.grid_v.from_numpy(grid_v)
     outs = []
     for slabs in (False, True):
         x_grad = ti_array(np.zeros((1, 2, sim.n_particles, 3)), (3,))
