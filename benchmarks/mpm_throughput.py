@@ -137,7 +137,8 @@ def memory_child(steps: int) -> None:
                 "steps": steps,
                 "peak_rss_mb": _rss_mb("VmHWM"),
                 "peak_rss_increase_mb": _rss_mb("VmHWM") - rss_before,
-                "checkpoint_and_tape_mb": (math.ceil(n_sub / every) + every + 1) * state_bytes / 2**20,
+                # checkpoints, and the replay tape of every + 1 states with their gradients
+                "checkpoint_and_tape_mb": (math.ceil(n_sub / every) + 2 * (every + 1)) * state_bytes / 2**20,
                 "grid_tape_mb": grid_slots * sim._grids_bytes() / 2**20,
                 "checkpoint_every_substeps": every,
                 "gradient_finite": bool(torch.isfinite(state.v.grad).all()),

@@ -886,26 +886,6 @@ def copy_state_slot(
 
 
 @ti.kernel
-def load_adjoint_slot(
-    x: ndarray(), v: ndarray(), C: ndarray(), F: ndarray(), J: ndarray(), s: ti.i32,
-    x_dst: ndarray(), v_dst: ndarray(), C_dst: ndarray(), F_dst: ndarray(), J_dst: ndarray(), t: ti.i32,
-):  # fmt: skip
-    """:func:`copy_state_slot` into an adjoint buffer whose gradients of slot t are zeroed in the
-    same pass (the adjoint of the substep that reads slot t accumulates into them)."""
-    for b, p in ti.ndrange(x.shape[1], x.shape[2]):
-        x_dst[t, b, p] = x[s, b, p]
-        v_dst[t, b, p] = v[s, b, p]
-        C_dst[t, b, p] = C[s, b, p]
-        F_dst[t, b, p] = F[s, b, p]
-        J_dst[t, b, p] = J[s, b, p]
-        x_dst.grad[t, b, p] = ti.zero(x[s, b, p])
-        v_dst.grad[t, b, p] = ti.zero(v[s, b, p])
-        C_dst.grad[t, b, p] = ti.zero(C[s, b, p])
-        F_dst.grad[t, b, p] = ti.zero(F[s, b, p])
-        J_dst.grad[t, b, p] = 0.0
-
-
-@ti.kernel
 def zero_state_slot(x: ndarray(), v: ndarray(), C: ndarray(), F: ndarray(), J: ndarray(), s: ti.i32):
     """Slot s of the particle arrays x, v, C, F, J = 0, in one launch."""
     for b, p in ti.ndrange(x.shape[1], x.shape[2]):

@@ -53,12 +53,13 @@ class _ParticleBuffers:
     def copy_slot_to(self, s: int, other: _ParticleBuffers, t: int) -> None:
         mpm.copy_state_slot(*self.arrays(), s, *other.arrays(), t)
 
-    def load_for_adjoint(self, s: int, adj: _ParticleBuffers, t: int) -> None:
-        """Slot s -> slot t of ``adj``, whose gradients of slot t are zeroed in the same pass."""
-        mpm.load_adjoint_slot(*self.arrays(), s, *adj.arrays(), t)
-
     def zero_grad_slot(self, s: int) -> None:
         mpm.zero_state_slot(*(arr.grad for arr in self.arrays()), s)
+
+    def copy_grad_slot(self, s: int, t: int) -> None:
+        """The gradients of slot s -> those of slot t."""
+        grads = [arr.grad for arr in self.arrays()]
+        mpm.copy_state_slot(*grads, s, *grads, t)
 
 
 @dataclass
@@ -256,7 +257,6 @@ class Simulator:
         self._status = ti.ndarray(ti.i32, (B,))
 
         self._ring = _ParticleBuffers(2, B, N, needs_grad=False)
-        self._adjoint: _ParticleBuffers | None = None
         self._tape: _ParticleBuffers | None = None
         self._grid_tape: list[_Grids] = []
         self._controls: dict[tuple, _Control] = {}
@@ -439,15 +439,15 @@ class Simulator:
     def _substep_backward(
         self, adj: _ParticleBuffers, a: int, b: int, g: int, ctrl: _Control, stored: _Grids | None, need_params: bool
     ) -> None:
-        """Adjoint of substep g (input slot a, output slot b); primal slot a must be loaded with
-        zero adjoints (:meth:`_ParticleBuffers.load_for_adjoint`), the output adjoint in slot b,
-        and the grid velocity adjoints zero (grid_update_adjoint leaves them so); accumulates into
-        slot a, params and control gradients.
+        """Adjoint of substep g (input slot a, output slot b of ``adj``, a buffer with gradients);
+        primal slot a must hold the substep's input with zero adjoints, slot b the output adjoint,
+        and the grid velocity adjoints must be zero (grid_update_adjoint leaves them so);
+        accumulates into slot a, params and control gradients.
 
         ``stored``: the grids of this substep kept by the replay, or None to recompute them. With
         them only g2p is rerun, and only when colliders or bodies need its positions; the
         adjoint of g2p then reads the primal output state from slot b, which the caller must
-        have loaded."""
+        have filled."""
         if not self._direct_x:
             mpm.zero_array(self.x_chain.grad)
         if self.n_bodies:
@@ -772,19 +772,18 @@ class Simulator:
         ctrl = self._make_control(pose, vel, needs_grad=True)
         ctrl.zero_grad()
         B, N = self.batch_size, self.n_particles
-        if self._adjoint is None:
-            self._adjoint = _ParticleBuffers(2, B, N, needs_grad=True)
         if self._tape is None or self._tape.slots < plan.every + 1:
             self._tape = None  # free the old tape before allocating a bigger one
-            self._tape = _ParticleBuffers(plan.every + 1, B, N, needs_grad=False)
+            # The replay writes the states of a segment here and the adjoint accumulates into
+            # their gradients in place (copying each state into a separate two-slot adjoint
+            # buffer took ~10% of the backward).
+            self._tape = _ParticleBuffers(plan.every + 1, B, N, needs_grad=True)
         n_stored = min(plan.every, int(self.grid_tape_mb * 2**20 // self._grids_bytes()))
         while len(self._grid_tape) < n_stored:
             n = self.config.grid_res
             K = self.n_colliders
             self._grid_tape.append(_Grids.allocate(K, B, N, n, needs_grad=False, v_grad=K > 0))
-        adj, tape, grid_tape = self._adjoint, self._tape, self._grid_tape[:n_stored]
-        for s in (0, 1):
-            adj.zero_grad_slot(s)
+        tape, grid_tape = self._tape, self._grid_tape[:n_stored]
         for grids in [self._grids, *grid_tape]:  # then kept zero by grid_update_adjoint
             mpm.zero_array(self._v_grad(grids))
         record = plan.record_index()
@@ -794,6 +793,12 @@ class Simulator:
         n_seg = math.ceil(plan.n_sub / plan.every)
         for k in reversed(range(n_seg)):
             s0, s1 = k * plan.every, min((k + 1) * plan.every, plan.n_sub)
+            # The adjoint of the segment's final state: zero at the rollout's end, else what the
+            # later segment accumulated into its first slot.
+            if k == n_seg - 1:
+                tape.zero_grad_slot(s1 - s0)
+            else:
+                tape.copy_grad_slot(0, s1 - s0)
             ckpt.copy_slot_to(k, tape, 0)
             # Replay the segment, keeping every state and the first n_stored substeps' grids.
             for s in range(s0, s1):
@@ -803,19 +808,17 @@ class Simulator:
                 elif s < s1 - 1:
                     self._substep(tape, i, i + 1, s, ctrl)
             for s in reversed(range(s0, s1)):
-                a, b = s % 2, (s + 1) % 2
+                i = s - s0
                 if s + 1 in record:
                     r = record[s + 1]
                     add_vec3 = mpm.transfers((3,))[2]
-                    add_vec3(grad_x[r].contiguous(), adj.x.grad, b)
-                    add_vec3(grad_v[r].contiguous(), adj.v.grad, b)
-                stored = grid_tape[s - s0] if s - s0 < n_stored else None
-                tape.load_for_adjoint(s - s0, adj, a)
-                if stored is not None and s == plan.n_sub - 1:  # else the later substep left it there
-                    tape.copy_slot_to(s - s0 + 1, adj, b)
-                self._substep_backward(adj, a, b, s, ctrl, stored, need_params)
-        g_x0 = self._read(adj.x.grad, 0, (3,))
-        g_v0 = self._read(adj.v.grad, 0, (3,))
+                    add_vec3(grad_x[r].contiguous(), tape.x.grad, i + 1)
+                    add_vec3(grad_v[r].contiguous(), tape.v.grad, i + 1)
+                tape.zero_grad_slot(i)
+                # Without stored grids the recomputation writes slot i + 1 again, to the same bits.
+                self._substep_backward(tape, i, i + 1, s, ctrl, grid_tape[i] if i < n_stored else None, need_params)
+        g_x0 = self._read(tape.x.grad, 0, (3,))
+        g_v0 = self._read(tape.v.grad, 0, (3,))
         g_params = torch.as_tensor(self.params.grad.to_numpy(), dtype=dt) if need_params else None
         g_pos = torch.as_tensor(ctrl.pos.grad.to_numpy(), dtype=dt)
         g_quat = torch.as_tensor(ctrl.quat.grad.to_numpy(), dtype=dt)
