@@ -145,7 +145,10 @@ def stress_adjoint_fluid(
     C_bar += V0 rho A_bar + eta J' (tau_bar + tau_bar^T) + dt J J'_bar I; J_bar += (1 + dt tr C) J'_bar;
     and, with ``need_params``, E_bar = J' (J' - 1) tr(tau_bar), eta_bar = J' tau_bar : (C + C^T),
     rho_bar = V0 A_bar : C (atomic adds). Taichi's generated adjoint of the same kernel took ~2.5x
-    the forward; this one is one pass over the particles' state."""
+    the forward; this one is one pass over the particles' state.
+
+    It *writes* the adjoints of C, F, J in slot s_in: it is their only writer in a substep's
+    adjoint (see Simulator._substep_backward), so they need no zeroing beforehand."""
     for b, q in ti.ndrange(C.shape[1], particles.shape[0]):
         p = particles[q]
         E, eta, rho = params[b, m_id, P_E], params[b, m_id, P_VISCOSITY], params[b, m_id, P_DENSITY]
@@ -161,10 +164,9 @@ def stress_adjoint_fluid(
         tau_bar_rate = (tau_bar * strain_rate).sum()
         J_new_bar = J.grad[s_out, b, p] + E * (2.0 * J_new - 1.0) * tr_tau_bar + eta * tau_bar_rate
         C_bar = (V0 * rho) * A_bar + (eta * J_new) * (tau_bar + tau_bar.transpose())
-        # plain read-modify-writes: each particle is one iteration (`+=` would be an atomic add)
-        C.grad[s_in, b, p] = C.grad[s_in, b, p] + C_bar + (dt * Jp * J_new_bar) * ti.Matrix.identity(float, 3)
-        J.grad[s_in, b, p] = J.grad[s_in, b, p] + growth * J_new_bar
-        F.grad[s_in, b, p] = F.grad[s_in, b, p] + F.grad[s_out, b, p]
+        C.grad[s_in, b, p] = C_bar + (dt * Jp * J_new_bar) * ti.Matrix.identity(float, 3)
+        J.grad[s_in, b, p] = growth * J_new_bar
+        F.grad[s_in, b, p] = F.grad[s_out, b, p]
         if ti.static(need_params):
             params_grad[b, m_id, P_E] += J_new * (J_new - 1.0) * tr_tau_bar
             params_grad[b, m_id, P_VISCOSITY] += J_new * tau_bar_rate
@@ -569,7 +571,8 @@ def p2g_adjoint(
     ``m_i += w_i m`` gives
     v_bar += m sum w G; A_bar = sum w G dpos^T; m_bar = sum w (G.v + g);
     fx_bar = sum grad(w) (G.(m v + A dpos) + g m) - dx w A^T G; x_bar += fx_bar / dx.
-    Accumulates into ``x_grad[s_in]``, ``v_grad[s_in]``; writes ``affine_grad`` and the
+    Accumulates into ``x_grad[s_in]`` (after :func:`g2p_adjoint`); writes ``v_grad[s_in]`` (p2g
+    is the only reader of v in a substep), ``affine_grad`` and the
     particle mass adjoint ``mass_grad`` (reduced into the density gradient by
     :func:`density_grad`)."""
     for b, p in ti.ndrange(x.shape[1], x.shape[2]):
@@ -621,7 +624,7 @@ def p2g_adjoint(
         G_sum = Gg_sum.xyz
         fx_bar -= A_dx.transpose() @ G_sum
         x_grad[s_in, b, p] = x_grad[s_in, b, p] + inv_dx * fx_bar  # not `+=`: that is an atomic add
-        v_grad[s_in, b, p] = v_grad[s_in, b, p] + mass * G_sum
+        v_grad[s_in, b, p] = mass * G_sum
         affine_grad[b, p] = dx * (G_moment - fx.outer_product(G_sum)).transpose()
         mass_grad[b, p] = G_sum.dot(vp) + Gg_sum[3]
 
@@ -666,7 +669,8 @@ def _g2p_adjoint_particle(
     (d_i = i - fx): the node velocity adjoint gv_bar_i = w_i v_bar + (4/dx) w_i C_bar d_i is
     scattered into ``grid_v_grad[g_final]``, and x_bar += (1/dx) sum [grad(w_i) (gv_i.v_bar +
     (4/dx) gv_i.C_bar d_i)] - (4/dx) C_bar^T v into ``x_grad[s_in]`` (sum w_i gv_i is the primal
-    output velocity ``v_out[s_v]``). ``v_out_grad[s_v]`` is read, not updated."""
+    output velocity ``v_out[s_v]``). ``v_out_grad[s_v]`` is read, not updated. ``x_grad[s_in]`` is
+    written, not accumulated: this is the first adjoint kernel to reach the substep's input."""
     xp = x[s_in, b, p]
     v_new = v_out[s_v, b, p]
     x_new = xp + dt * v_new
@@ -694,7 +698,7 @@ def _g2p_adjoint_particle(
             fx_bar += ti.Vector([dN[0, i] * N[1, j] * s_N, N[0, i] * dN[1, j] * s_N, w_ij * s_dN])
             u_ij += _column4(C_bar, 1)
         u_i += _column4(C_bar, 0)
-    x_grad[s_in, b, p] = x_grad[s_in, b, p] + x_out_bar + inv_dx * (fx_bar - C_bar.transpose() @ v_new)
+    x_grad[s_in, b, p] = x_out_bar + inv_dx * (fx_bar - C_bar.transpose() @ v_new)
 
 
 @ti.kernel
@@ -719,7 +723,7 @@ def g2p_adjoint(
 ):
     """Adjoint of :func:`g2p`, atomic scatter into the grid adjoint: the primal inputs and
     outputs (x, v_out, grid_v) with the adjoints of the outputs (v_out_grad, C_out_grad,
-    x_out_grad) give grid_v_grad[g_final] and x_grad[s_in] (accumulated)."""
+    x_out_grad) give grid_v_grad[g_final] (accumulated) and x_grad[s_in] (written)."""
     for b, p in ti.ndrange(x.shape[1], x.shape[2]):
         _g2p_adjoint_particle(
             b, p, x, s_in, v_out, v_out_grad, s_v, C_out_grad, s_C, x_out_grad, s_x, grid_v, grid_v_grad,

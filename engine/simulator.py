@@ -208,6 +208,9 @@ class Simulator:
             for m_id, m in enumerate(model.materials)
             if np.any(model.material_id == m_id)
         ]
+        # Taichi's reverse mode of the solid stresses accumulates into the C, F, J adjoints of a
+        # substep's input, which must then be zeroed first; the hand-written adjoint kernels write.
+        self._accumulating_stress_adjoint = any(kind != FLUID for kind, _, _ in self._material_groups)
         self.volume = upload(model.volume, real)
         self.params = ti.ndarray(real, (B, len(model.materials), N_PARAMS), needs_grad=True)
         self.body_id = upload(model.body_id, ti.i32)
@@ -440,9 +443,11 @@ class Simulator:
         self, adj: _ParticleBuffers, a: int, b: int, g: int, ctrl: _Control, stored: _Grids | None, need_params: bool
     ) -> None:
         """Adjoint of substep g (input slot a, output slot b of ``adj``, a buffer with gradients);
-        primal slot a must hold the substep's input with zero adjoints, slot b the output adjoint,
-        and the grid velocity adjoints must be zero (grid_update_adjoint leaves them so);
-        accumulates into slot a, params and control gradients.
+        primal slot a must hold the substep's input, slot b the output adjoint, and the grid
+        velocity adjoints must be zero (grid_update_adjoint leaves them so). Writes the adjoints
+        of slot a (g2p_adjoint and p2g_adjoint write x and v, stress_adjoint_fluid C, F, J;
+        Taichi's solid stress adjoints accumulate, so with ``_accumulating_stress_adjoint`` slot a's
+        adjoints must be zero on entry); accumulates into params and control gradients.
 
         ``stored``: the grids of this substep kept by the replay, or None to recompute them. With
         them only g2p is rerun, and only when colliders or bodies need its positions; the
@@ -814,7 +819,8 @@ class Simulator:
                     add_vec3 = mpm.transfers((3,))[2]
                     add_vec3(grad_x[r].contiguous(), tape.x.grad, i + 1)
                     add_vec3(grad_v[r].contiguous(), tape.v.grad, i + 1)
-                tape.zero_grad_slot(i)
+                if self._accumulating_stress_adjoint:
+                    tape.zero_grad_slot(i)
                 # Without stored grids the recomputation writes slot i + 1 again, to the same bits.
                 self._substep_backward(tape, i, i + 1, s, ctrl, grid_tape[i] if i < n_stored else None, need_params)
         g_x0 = self._read(tape.x.grad, 0, (3,))
