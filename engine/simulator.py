@@ -261,6 +261,7 @@ class Simulator:
 
         self._ring = _ParticleBuffers(2, B, N, needs_grad=False)
         self._tape: _ParticleBuffers | None = None
+        self._tape_owner: _ParticleBuffers | None = None  # checkpoints of the rollout on the tape
         self._grid_tape: list[_Grids] = []
         self._controls: dict[tuple, _Control] = {}
         self._slot = 0
@@ -735,6 +736,29 @@ class Simulator:
             final = None
         return Rollout(steps=steps, x=x_rec, v=v_rec, final=final)
 
+    def _replay_buffers(self, plan: _Plan) -> tuple[_ParticleBuffers, list[_Grids]]:
+        """The tape of a checkpoint segment's every + 1 states, with gradients (the adjoint works
+        on it in place: copying each state into a separate adjoint buffer took ~10% of the
+        backward), and the grid sets kept for its first substeps (as many as grid_tape_mb holds)."""
+        B, N = self.batch_size, self.n_particles
+        if self._tape is None or self._tape.slots < plan.every + 1:
+            self._tape = None  # free the old tape before allocating a bigger one
+            self._tape_owner = None
+            self._tape = _ParticleBuffers(plan.every + 1, B, N, needs_grad=True)
+        n_stored = min(plan.every, int(self.grid_tape_mb * 2**20 // self._grids_bytes()))
+        while len(self._grid_tape) < n_stored:
+            n, K = self.config.grid_res, self.n_colliders
+            self._grid_tape.append(_Grids.allocate(K, B, N, n, needs_grad=False, v_grad=K > 0))
+        return self._tape, self._grid_tape[:n_stored]
+
+    def _replay_substep(self, tape: _ParticleBuffers, grid_tape: list[_Grids], i: int, g: int, ctrl: _Control) -> None:
+        """Substep g of a segment on the tape (slot i -> i + 1), keeping its grids if the grid
+        tape has room for them."""
+        if i < len(grid_tape):
+            self._substep(tape, i, i + 1, g, ctrl, grid_tape[i], keep=True)
+        else:
+            self._substep(tape, i, i + 1, g, ctrl)
+
     def forward(self, plan: _Plan, extra, x0, v0, params, pose, vel, keep_checkpoints: bool):
         """Forward pass of a rollout (used by RolloutFunction); returns recorded x, v, the final
         C, F, J and, if asked, the checkpoint buffers."""
@@ -750,18 +774,33 @@ class Simulator:
         B, N = self.batch_size, self.n_particles
         x_rec = torch.empty(R, B, N, 3, dtype=self.dtype)
         v_rec = torch.empty(R, B, N, 3, dtype=self.dtype)
+        # With checkpoints, the last segment runs as the backward would replay it (on the tape,
+        # keeping its grids), so the backward starts with that segment's adjoint.
+        last_s0 = (n_ckpt - 1) * plan.every
+        if ckpt is not None:
+            tape, grid_tape = self._replay_buffers(plan)
+            self._tape_owner = ckpt
         for s in range(plan.n_sub):
             a, b = s % 2, (s + 1) % 2
             if ckpt is not None and s % plan.every == 0:
                 ring.copy_slot_to(a, ckpt, s // plan.every)
-            self._substep(ring, a, b, s, ctrl)
+            buf = ring
+            if ckpt is not None and s >= last_s0:
+                if s == last_s0:
+                    ring.copy_slot_to(a, tape, 0)
+                buf, a, b = tape, s - last_s0, s - last_s0 + 1
+                self._replay_substep(tape, grid_tape, a, s, ctrl)
+            else:
+                self._substep(ring, a, b, s, ctrl)
             if (s + 1) % plan.substeps == 0:
-                self._raise_if_diverged(self._status_after(ring, b), (s + 1) // plan.substeps)
+                self._raise_if_diverged(self._status_after(buf, b), (s + 1) // plan.substeps)
             if s + 1 in record:
                 r = record[s + 1]
-                x_rec[r] = self._read(ring.x, b, (3,))
-                v_rec[r] = self._read(ring.v, b, (3,))
+                x_rec[r] = self._read(buf.x, b, (3,))
+                v_rec[r] = self._read(buf.v, b, (3,))
         last = plan.n_sub % 2
+        if ckpt is not None:
+            tape.copy_slot_to(plan.n_sub - last_s0, ring, last)
         C = self._read(ring.C, last, (3, 3))
         F = self._read(ring.F, last, (3, 3))
         J = self._read(ring.J, last, ())
@@ -777,18 +816,12 @@ class Simulator:
         ctrl = self._make_control(pose, vel, needs_grad=True)
         ctrl.zero_grad()
         B, N = self.batch_size, self.n_particles
-        if self._tape is None or self._tape.slots < plan.every + 1:
-            self._tape = None  # free the old tape before allocating a bigger one
-            # The replay writes the states of a segment here and the adjoint accumulates into
-            # their gradients in place (copying each state into a separate two-slot adjoint
-            # buffer took ~10% of the backward).
-            self._tape = _ParticleBuffers(plan.every + 1, B, N, needs_grad=True)
-        n_stored = min(plan.every, int(self.grid_tape_mb * 2**20 // self._grids_bytes()))
-        while len(self._grid_tape) < n_stored:
-            n = self.config.grid_res
-            K = self.n_colliders
-            self._grid_tape.append(_Grids.allocate(K, B, N, n, needs_grad=False, v_grad=K > 0))
-        tape, grid_tape = self._tape, self._grid_tape[:n_stored]
+        # The forward left the last segment on the tape unless another rollout or backward has
+        # used the tape since.
+        last_segment_kept = self._tape_owner is ckpt
+        self._tape_owner = None
+        tape, grid_tape = self._replay_buffers(plan)
+        n_stored = len(grid_tape)
         for grids in [self._grids, *grid_tape]:  # then kept zero by grid_update_adjoint
             mpm.zero_array(self._v_grad(grids))
         record = plan.record_index()
@@ -804,14 +837,12 @@ class Simulator:
                 tape.zero_grad_slot(s1 - s0)
             else:
                 tape.copy_grad_slot(0, s1 - s0)
-            ckpt.copy_slot_to(k, tape, 0)
-            # Replay the segment, keeping every state and the first n_stored substeps' grids.
-            for s in range(s0, s1):
-                i = s - s0
-                if i < n_stored:
-                    self._substep(tape, i, i + 1, s, ctrl, grid_tape[i], keep=True)
-                elif s < s1 - 1:
-                    self._substep(tape, i, i + 1, s, ctrl)
+            if not (k == n_seg - 1 and last_segment_kept):
+                ckpt.copy_slot_to(k, tape, 0)
+                for s in range(s0, s1 - 1):
+                    self._replay_substep(tape, grid_tape, s - s0, s, ctrl)
+                if s1 - s0 <= n_stored:
+                    self._replay_substep(tape, grid_tape, s1 - 1 - s0, s1 - 1, ctrl)
             for s in reversed(range(s0, s1)):
                 i = s - s0
                 if s + 1 in record:
