@@ -124,7 +124,6 @@ def stress(
 @ti.kernel
 def stress_adjoint_fluid(
     C: ndarray(),
-    F: ndarray(),
     J: ndarray(),
     s_in: ti.i32,
     s_out: ti.i32,
@@ -140,15 +139,17 @@ def stress_adjoint_fluid(
 ):
     """Hand-written adjoint of :func:`stress` for the fluid model (materials.kirchhoff_stress):
     with J' = J (1 + dt tr C), tau = E J' (J' - 1) I + eta J' (C + C^T) and
-    A = k tau + V0 rho C (k = -4 dt V0 / dx^2), from A_bar, J'_bar and F'_bar (F' = F):
+    A = k tau + V0 rho C (k = -4 dt V0 / dx^2), from A_bar and J'_bar:
     tau_bar = k A_bar; J'_bar += E (2 J' - 1) tr(tau_bar) + eta tau_bar : (C + C^T);
     C_bar += V0 rho A_bar + eta J' (tau_bar + tau_bar^T) + dt J J'_bar I; J_bar += (1 + dt tr C) J'_bar;
     and, with ``need_params``, E_bar = J' (J' - 1) tr(tau_bar), eta_bar = J' tau_bar : (C + C^T),
     rho_bar = V0 A_bar : C (atomic adds). Taichi's generated adjoint of the same kernel took ~2.5x
     the forward; this one is one pass over the particles' state.
 
-    It *writes* the adjoints of C, F, J in slot s_in: it is their only writer in a substep's
-    adjoint (see Simulator._substep_backward), so they need no zeroing beforehand."""
+    It *writes* the adjoints of C and J in slot s_in: it is their only writer in a substep's
+    adjoint (see Simulator._substep_backward), so they need no zeroing beforehand. F (copied
+    unchanged by the fluid model) has a zero adjoint for fluid particles: nothing reads it, and
+    the rollout's output F takes no gradient (RolloutFunction), so it is not propagated."""
     for b, q in ti.ndrange(C.shape[1], particles.shape[0]):
         p = particles[q]
         E, eta, rho = params[b, m_id, P_E], params[b, m_id, P_VISCOSITY], params[b, m_id, P_DENSITY]
@@ -166,7 +167,6 @@ def stress_adjoint_fluid(
         C_bar = (V0 * rho) * A_bar + (eta * J_new) * (tau_bar + tau_bar.transpose())
         C.grad[s_in, b, p] = C_bar + (dt * Jp * J_new_bar) * ti.Matrix.identity(float, 3)
         J.grad[s_in, b, p] = growth * J_new_bar
-        F.grad[s_in, b, p] = F.grad[s_out, b, p]
         if ti.static(need_params):
             params_grad[b, m_id, P_E] += J_new * (J_new - 1.0) * tr_tau_bar
             params_grad[b, m_id, P_VISCOSITY] += J_new * tau_bar_rate

@@ -446,7 +446,7 @@ class Simulator:
         """Adjoint of substep g (input slot a, output slot b of ``adj``, a buffer with gradients);
         primal slot a must hold the substep's input, slot b the output adjoint, and the grid
         velocity adjoints must be zero (grid_update_adjoint leaves them so). Writes the adjoints
-        of slot a (g2p_adjoint and p2g_adjoint write x and v, stress_adjoint_fluid C, F, J;
+        of slot a (g2p_adjoint and p2g_adjoint write x and v, stress_adjoint_fluid C and J;
         Taichi's solid stress adjoints accumulate, so with ``_accumulating_stress_adjoint`` slot a's
         adjoints must be zero on entry); accumulates into params and control gradients.
 
@@ -506,7 +506,7 @@ class Simulator:
         for kind, m_id, particles in self._material_groups:
             if grad and kind == FLUID:
                 mpm.stress_adjoint_fluid(
-                    buf.C, buf.F, buf.J, s_in, s_out, m_id, particles, self.volume, self.params, affine.grad,
+                    buf.C, buf.J, s_in, s_out, m_id, particles, self.volume, self.params, affine.grad,
                     self.params.grad, self._dt, self._inv_dx, need_params,
                 )  # fmt: skip
                 continue
