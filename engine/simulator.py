@@ -7,11 +7,12 @@
   through one ``torch.autograd.Function`` (engine/autograd.py).
 * Checkpointing (Griewank's two-level scheme, as Warp's ``example_fluid_checkpoint``): the forward
   pass stores the full particle state every ``every`` substeps (default ceil(sqrt(n))); backward
-  replays one segment at a time onto a tape of ``every + 1`` states, keeping each replayed
-  substep's grids (up to ``grid_tape_mb``), and runs the adjoint kernels (hand-written for the
-  transfers and the fluid stress, Taichi reverse mode ``kernel.grad`` for the rest) substep by
-  substep on a two-slot adjoint ring. Memory is O((n/every + every) * (state + grids)) instead of
-  O(n * state); time is one extra forward pass plus the adjoint kernels.
+  replays one segment at a time onto a tape of ``every + 1`` states with their gradients, keeping
+  each replayed substep's grids (up to ``grid_tape_mb``), and runs the adjoint kernels
+  (hand-written for the transfers and the fluid stress, Taichi reverse mode ``kernel.grad`` for
+  the rest) substep by substep on the tape. The forward runs its last segment on the tape already,
+  so that segment is not replayed. Memory is O((n/every + every) * (state + grids)) instead of
+  O(n * state); time is one extra forward pass (less its last segment) plus the adjoint kernels.
 * Blow-ups are detected after every control step (NaN/Inf or speed above the CFL speed) and raise
   :class:`engine.state.SimulationDiverged` naming the step and batch entries.
 """
@@ -19,6 +20,7 @@
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -261,7 +263,9 @@ class Simulator:
 
         self._ring = _ParticleBuffers(2, B, N, needs_grad=False)
         self._tape: _ParticleBuffers | None = None
-        self._tape_owner: _ParticleBuffers | None = None  # checkpoints of the rollout on the tape
+        # The checkpoints of the rollout whose last segment is on the tape (a weak reference: the
+        # tape must not keep a discarded rollout's checkpoints alive).
+        self._tape_owner: weakref.ref | None = None
         self._grid_tape: list[_Grids] = []
         self._controls: dict[tuple, _Control] = {}
         self._slot = 0
@@ -779,7 +783,7 @@ class Simulator:
         last_s0 = (n_ckpt - 1) * plan.every
         if ckpt is not None:
             tape, grid_tape = self._replay_buffers(plan)
-            self._tape_owner = ckpt
+            self._tape_owner = weakref.ref(ckpt)
         for s in range(plan.n_sub):
             a, b = s % 2, (s + 1) % 2
             if ckpt is not None and s % plan.every == 0:
@@ -818,7 +822,7 @@ class Simulator:
         B, N = self.batch_size, self.n_particles
         # The forward left the last segment on the tape unless another rollout or backward has
         # used the tape since.
-        last_segment_kept = self._tape_owner is ckpt
+        last_segment_kept = self._tape_owner is not None and self._tape_owner() is ckpt
         self._tape_owner = None
         tape, grid_tape = self._replay_buffers(plan)
         n_stored = len(grid_tape)
