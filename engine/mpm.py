@@ -73,6 +73,20 @@ def _pad(v):
 
 
 @ti.func
+def _add_jk_moments(moment, w_ij, moment_k, sum_ij, j: ti.template()):
+    """``moment`` (row a: sum over nodes o of w g o[a], for a gathered vector g) plus the
+    contributions of the nodes (i, j, 0..2): w_ij * moment_k to row 2 (moment_k = sum_k k N_k g)
+    and j * sum_ij to row 1 (sum_ij = w_ij sum_k N_k g). Only the first three components of
+    the sums count (the 4-vector sums carry a mass or padding in w)."""
+    out = moment
+    for c in ti.static(range(3)):
+        out[2, c] += w_ij * moment_k[c]
+        if ti.static(j > 0):
+            out[1, c] += j * sum_ij[c]
+    return out
+
+
+@ti.func
 def _column4(M, a: ti.template()):
     """Column a of a 3x3 matrix with a zero appended (a momentum increment of a (momentum, mass)
     4-vector)."""
@@ -535,10 +549,7 @@ def g2p(
                 w_ij = N[0, i] * N[1, j]
                 sum_ij = w_ij * sum_k
                 sum_i += sum_ij
-                for c in ti.static(range(3)):
-                    moment[2, c] += w_ij * moment_k[c]
-                    if ti.static(j > 0):
-                        moment[1, c] += j * sum_ij[c]
+                moment = _add_jk_moments(moment, w_ij, moment_k, sum_ij, j)
             new_v += sum_i
             if ti.static(i > 0):
                 for c in ti.static(range(3)):
@@ -611,10 +622,7 @@ def p2g_adjoint(
                 fx_bar += ti.Vector([dN[0, i] * N[1, j] * s_N, N[0, i] * dN[1, j] * s_N, w_ij * s_dN])
                 Gg_ij = w_ij * Gg_k
                 Gg_i += Gg_ij
-                for c in ti.static(range(3)):
-                    G_moment[2, c] += w_ij * G_kk[c]
-                    if ti.static(j > 0):
-                        G_moment[1, c] += j * Gg_ij[c]
+                G_moment = _add_jk_moments(G_moment, w_ij, G_kk, Gg_ij, j)
                 q_ij += _column4(A_dx, 1)
             Gg_sum += Gg_i
             if ti.static(i > 0):
