@@ -130,7 +130,7 @@ def memory_child(steps: int) -> None:
     n_sub = steps * sim.config.substeps
     every = math.ceil(math.sqrt(n_sub))
     state_bytes = sim.n_particles * (3 + 3 + 9 + 9 + 1) * 4
-    grid_slots = min(every, int(sim.grid_tape_mb * 2**20 // sim._grids_bytes()))
+    grid_slots = min(every, int(sim.grid_tape_mb * 2**20 // sim.kept_bytes()))
     print(
         json.dumps(
             {
@@ -139,7 +139,7 @@ def memory_child(steps: int) -> None:
                 "peak_rss_increase_mb": _rss_mb("VmHWM") - rss_before,
                 # checkpoints, and the replay tape of every + 1 states with their gradients
                 "checkpoint_and_tape_mb": (math.ceil(n_sub / every) + 2 * (every + 1)) * state_bytes / 2**20,
-                "grid_tape_mb": grid_slots * sim._grids_bytes() / 2**20,
+                "grid_tape_mb": grid_slots * sim.kept_bytes() / 2**20,
                 "checkpoint_every_substeps": every,
                 "gradient_finite": bool(torch.isfinite(state.v.grad).all()),
             }

@@ -69,19 +69,3 @@ class SimConfig:
     def speed_limit(self) -> float:
         """Blow-up threshold on particle speed [m/s]."""
         return self.max_speed if self.max_speed is not None else self.dx / self.dt
-
-
-@dataclass(frozen=True)
-class CheckpointConfig:
-    """Checkpointing of differentiable rollouts.
-
-    Attributes:
-        every: substeps between stored states; None picks ceil(sqrt(total substeps)), which keeps
-            memory O(sqrt(n)) states at the cost of one extra forward pass in backward.
-    """
-
-    every: int | None = None
-
-    def __post_init__(self):
-        if self.every is not None and (not isinstance(self.every, int) or self.every < 1):
-            raise ValueError(f"checkpoint every must be an int >= 1 or None, got {self.every!r}")

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from engine.autograd import PoissonSolve
+from engine.geometry.pose import quat_rotate_inverse_numpy
 from engine.linsolve import METHODS, SOLID, PoissonSolver, as_flags
 
 _SCHEMES = ("semi_lagrangian", "maccormack")
@@ -206,18 +207,6 @@ def advect(f, kind: str, u, v, w, dt: float, dx: float, scheme: str = "semi_lagr
 
 
 # ---------------------------------------------------------------------------- cell flags
-def quat_to_matrix(q) -> np.ndarray:
-    """Rotation matrix of a unit quaternion (qw, qx, qy, qz) (normalized here)."""
-    qw, qx, qy, qz = np.asarray(q, dtype=np.float64) / np.linalg.norm(q)
-    return np.array(
-        [
-            [1 - 2 * (qy * qy + qz * qz), 2 * (qx * qy - qw * qz), 2 * (qx * qz + qw * qy)],
-            [2 * (qx * qy + qw * qz), 1 - 2 * (qx * qx + qz * qz), 2 * (qy * qz - qw * qx)],
-            [2 * (qx * qz - qw * qy), 2 * (qy * qz + qw * qx), 1 - 2 * (qx * qx + qy * qy)],
-        ]
-    )
-
-
 def flags_from_colliders(shape, dx: float, colliders=(), air_mask=None, origin=(0.0, 0.0, 0.0)):
     """Cell flags from SDF colliders evaluated at cell centres.
 
@@ -247,8 +236,7 @@ def flags_from_colliders(shape, dx: float, colliders=(), air_mask=None, origin=(
         pose = np.asarray(col.pose, dtype=np.float64)
         if pose.shape != (7,) or not np.isfinite(pose).all():
             raise ValueError(f"collider pose must be 7 finite numbers, got {pose}")
-        R = quat_to_matrix(pose[3:])
-        local = (X - pose[:3]) @ R  # R^T (x - p) for row vectors
+        local = quat_rotate_inverse_numpy(pose[3:] / np.linalg.norm(pose[3:]), X - pose[:3])
         d, _ = col.shape.sdf(local)
         d = np.asarray(d).reshape(-1)
         if d.shape[0] != X.shape[0] or not np.isfinite(d).all():

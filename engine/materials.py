@@ -22,7 +22,7 @@ substep, C the APIC affine velocity matrix ~ grad v):
   rate law, as Yue et al. 2015 ("Continuum foam", SIGGRAPH) do for shear-dependent flows:
   |s| = (eta |s_trial| + 2 mu_bar dt sqrt(2/3) sigma_y) / (eta + 2 mu_bar dt), mu_bar = mu tr(b_bar)/3.
   eta -> 0 recovers perfect plasticity, eta -> inf recovers elasticity. Used for ice cream.
-* ``rigid`` - no stress; particles of one body are kept rigid by shape matching (see mpm.py).
+* ``rigid`` - no stress; particles of one body are kept rigid by shape matching (see engine/solvers/shape_matching.py).
 
 All stress computations avoid SVD/eigen decompositions, which is what makes Taichi's reverse-mode
 autodiff reliable here (a documented pitfall of SVD gradients with repeated singular values).

@@ -10,7 +10,7 @@ What is drawn
       of the winning sphere and shades it with the sphere normal.
     * Colliders (tools, containers) by sphere tracing their signed distance functions
       (Hart, "Sphere tracing", The Visual Computer 12, 1996) with
-      :func:`engine.colliders.sdf_world_static`, one kernel instance per shape kind, inside the
+      :func:`engine.geometry.sdf_world`, one kernel instance per shape kind, inside the
       collider's bounding sphere and only up to the depth already in the z-buffer, so the
       composition by depth is exact. Containers (``Cup``, ``Bowl``) are drawn as tinted glass:
       the march records the first two entering surfaces (front and back wall) and blends them
@@ -44,8 +44,8 @@ from typing import Any
 import numpy as np
 import taichi as ti
 
-from engine import colliders as col
-from engine import runtime
+from engine import geometry, runtime
+from engine.colliders import Collider, pack_colliders
 
 __all__ = ["Renderer", "particle_colors", "write_video"]
 
@@ -190,7 +190,7 @@ def _shadow_collider(
     hmax: ti.f32,
 ):
     """Sphere-trace one collider along -light from every texel; keep the highest surface."""
-    shape = col.gather_shape(shapes, k)
+    shape = geometry.gather_shape(shapes, k)
     for a, b in ti.ndrange(shadow.shape[0], shadow.shape[1]):
         o = s_origin + (a + 0.5) * texel * s_u + (b + 0.5) * texel * s_v + (hmax + 1.0) * light
         d = -light
@@ -205,7 +205,7 @@ def _shadow_collider(
                 if t > t1:
                     break
                 p = o + t * d
-                r = col.sdf_world_static(kind, shape, pos, quat, p, mesh_sdf)
+                r = geometry.sdf_world(kind, shape, pos, quat, p, mesh_sdf)
                 if r[0] < 1e-3:
                     ti.atomic_max(shadow[a, b], _shadow_height(p.dot(light), hmin, hmax))
                     break
@@ -373,7 +373,7 @@ def _march_collider(
     surfaces are blended back to front over the pixel; depth is left unchanged.
     """
     H, W = image.shape[0], image.shape[1]
-    shape = col.gather_shape(shapes, k)
+    shape = geometry.gather_shape(shapes, k)
     base = ti.math.vec3(rgba[0], rgba[1], rgba[2])
     alpha = rgba[3]
     for i, j in ti.ndrange(H, W):
@@ -394,7 +394,7 @@ def _march_collider(
                 if t > t1:
                     break
                 p = cam + t * d
-                r = col.sdf_world_static(kind, shape, pos, quat, p, mesh_sdf)
+                r = geometry.sdf_world(kind, shape, pos, quat, p, mesh_sdf)
                 dist = r[0]
                 if inside:
                     if dist > 0.0:
@@ -446,31 +446,31 @@ def _to_u8(image: ndarray(ndim=3), out: ndarray(ndim=3)):
 # --------------------------------------------------------------------------------------------
 
 
-def _bounding_sphere(shape: col.Shape) -> tuple[np.ndarray, float]:
+def _bounding_sphere(shape: geometry.Shape) -> tuple[np.ndarray, float]:
     """Local centre and radius of a sphere containing the solid (inf for a plane)."""
     p = shape.params()
     kind = shape.kind
-    if kind == col.BOX:
+    if kind == geometry.BOX:
         return np.zeros(3), float(np.linalg.norm(p[:3]))
-    if kind == col.SPHERE:
+    if kind == geometry.SPHERE:
         return np.zeros(3), float(p[0])
-    if kind == col.CAPSULE:
+    if kind == geometry.CAPSULE:
         return np.zeros(3), float(p[0] + p[1])
-    if kind == col.CYLINDER:
+    if kind == geometry.CYLINDER:
         return np.zeros(3), float(math.hypot(p[0], p[1]))
-    if kind == col.CUP:
+    if kind == geometry.CUP:
         return np.array([0.0, 0.0, 0.5 * p[1]]), float(math.hypot(p[0], 0.5 * p[1]))
-    if kind == col.BOWL:
+    if kind == geometry.BOWL:
         return np.zeros(3), float(p[0])
-    if kind == col.MESH:
+    if kind == geometry.MESH:
         lo = np.asarray(shape.lo)
         half = 0.5 * (shape.resolution - 1) * shape.voxel_size
         return lo + half, float(math.sqrt(3.0) * half)
     return np.zeros(3), math.inf
 
 
-def _is_container(shape: col.Shape) -> bool:
-    return shape.kind in (col.CUP, col.BOWL)
+def _is_container(shape: geometry.Shape) -> bool:
+    return shape.kind in (geometry.CUP, geometry.BOWL)
 
 
 def particle_colors(model: Any) -> np.ndarray:
@@ -599,36 +599,36 @@ class Renderer:
             self._buffers[name] = arr
         return arr
 
-    def _pack_colliders(self, items: list[tuple[col.Collider, np.ndarray]]):
+    def _pack_colliders(self, items: list[tuple[Collider, np.ndarray]]):
         cols = tuple(c for c, _ in items)
         key = tuple(id(c) for c in cols)
         if self._packed_key != key:
-            mesh_sdf, params = col.pack_mesh_sdfs([c.shape for c in cols])
+            packed = pack_colliders(cols)
             real = runtime.real_dtype()
             npr = np.float64 if real == ti.f64 else np.float32
-            shapes = ti.ndarray(real, (len(cols), col.SHAPE_DIM))
-            shapes.from_numpy(np.array(params, dtype=npr).reshape(len(cols), col.SHAPE_DIM))
-            mesh = ti.ndarray(real, (len(mesh_sdf),))
-            mesh.from_numpy(mesh_sdf.astype(npr))
+            shapes = ti.ndarray(real, packed.params.shape)
+            shapes.from_numpy(packed.params.astype(npr))
+            mesh = ti.ndarray(real, packed.mesh_sdf.shape)
+            mesh.from_numpy(packed.mesh_sdf.astype(npr))
             bounds = [_bounding_sphere(c.shape) for c in cols]
             self._packed = (cols, shapes, mesh, bounds)
             self._packed_key = key
         return self._packed
 
     # ------------------------------------------------------------------ validation
-    def _check_colliders(self, colliders: Any) -> list[tuple[col.Collider, np.ndarray]]:
+    def _check_colliders(self, colliders: Any) -> list[tuple[Collider, np.ndarray]]:
         items = []
         for n, item in enumerate(colliders):
-            if isinstance(item, col.Collider):
+            if isinstance(item, Collider):
                 c, pose = item, item.pose
             else:
                 try:
                     c, pose = item
                 except (TypeError, ValueError):
                     raise ValueError(f"colliders[{n}] must be a Collider or a (Collider, pose) pair") from None
-                if not isinstance(c, col.Collider):
+                if not isinstance(c, Collider):
                     raise ValueError(f"colliders[{n}][0] must be a Collider, got {type(c).__name__}")
-            pose = np.asarray(col.normalize_pose(_as_numpy(pose, f"colliders[{n}] pose"), f"colliders[{n}] pose"))
+            pose = np.asarray(geometry.normalize_pose(_as_numpy(pose, f"colliders[{n}] pose"), f"colliders[{n}] pose"))
             items.append((c, pose))
         return items
 
@@ -717,16 +717,16 @@ class Renderer:
             cs.from_numpy(colors.astype(np.float32))
             _shadow_particles(xs, radius, *sh)
         packed = self._pack_colliders(items) if items else None
-        geometry = []
+        traced = []
         for k, (c, pose) in enumerate(items):
             center_local, b_radius = packed[3][k]
             if math.isinf(b_radius):
                 center, b_radius = self.camera_pos, 2.0 * _T_FAR
             else:
-                center = col.quat_rotate_numpy(pose[3:], center_local[None])[0] + pose[:3]
+                center = geometry.quat_rotate_numpy(pose[3:], center_local[None])[0] + pose[:3]
                 b_radius = 1.01 * b_radius + 1e-3
             g = (c.shape.kind, packed[1], k, packed[2], ti.math.vec3(*pose[:3]), ti.math.vec4(*pose[3:]))
-            geometry.append((g, ti.math.vec3(*center), b_radius, center))
+            traced.append((g, ti.math.vec3(*center), b_radius, center))
             if styles[k][3] >= 1.0:  # clear glass casts no shadow, so liquid inside stays lit
                 _shadow_collider(*g, ti.math.vec3(*center), b_radius, *sh)
 
@@ -737,10 +737,10 @@ class Renderer:
         # Opaque colliders first (they write depth), then glass back to front.
         order = sorted(
             range(len(items)),
-            key=lambda k: (styles[k][3] < 1.0, -float(np.linalg.norm(geometry[k][3] - self.camera_pos))),
+            key=lambda k: (styles[k][3] < 1.0, -float(np.linalg.norm(traced[k][3] - self.camera_pos))),
         )
         for k in order:
-            g, center, b_radius, _ = geometry[k]
+            g, center, b_radius, _ = traced[k]
             hits = 1 if styles[k][3] >= 1.0 else 2
             rgba = ti.math.vec4(*styles[k])
             _march_collider(g[0], hits, *g[1:], center, b_radius, rgba, image, depth, cam, basis, focal, *sh)

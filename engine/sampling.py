@@ -17,9 +17,9 @@ Conventions
       are reproducible by default). Random numbers are drawn only when ``jitter > 0``.
     * ``cylinder``: axis z; ``center`` is the centre of the BOTTOM face (as for the ``Cup``
       collider, whose origin is the outside of its bottom); it spans ``z in [cz, cz + height]``.
-    * ``mesh_interior``: the inside test of a watertight mesh (signed distance on the lattice,
-      winding numbers near the surface; see :mod:`engine.colliders`), in the mesh's own frame,
-      then mapped to the world by ``pose = (x, y, z, qw, qx, qy, qz)``: ``p = R(q) p_mesh + x``.
+    * ``mesh_interior``: the inside test of a watertight mesh (generalized winding number, see
+      :func:`engine.geometry.mesh_contains`), in the mesh's own frame, then mapped to the world
+      by ``pose = (x, y, z, qw, qx, qy, qz)``: ``p = R(q) p_mesh + x``.
 """
 
 import math
@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from engine import colliders
+from engine import geometry
 
 __all__ = ["box", "cylinder", "mesh_interior", "particle_volume", "sphere"]
 
@@ -217,7 +217,7 @@ def mesh_interior(
     import trimesh
 
     if isinstance(mesh_or_path, (str, os.PathLike)):
-        tm = colliders.load_mesh(mesh_or_path)
+        tm = geometry.load_mesh(mesh_or_path)
         what = f"mesh {os.fspath(mesh_or_path)!r}"
     elif isinstance(mesh_or_path, trimesh.Trimesh):
         tm = mesh_or_path
@@ -230,19 +230,8 @@ def mesh_interior(
     jitter = _check_jitter(jitter)
     if pose is None:
         pose = (0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0)
-    pose = colliders.normalize_pose(pose, "mesh_interior pose")
+    pose = geometry.normalize_pose(pose, "mesh_interior pose")
     bounds = np.asarray(tm.bounds, dtype=np.float64)
-    first, counts = _lattice(bounds[0], bounds[1], h)
-    sd = colliders.mesh_grid_sdf(tm, first, h, counts).reshape(-1)
-    points = _lattice_points(first, counts, h)
-    if jitter == 0.0:
-        keep = sd < 0.0
-    else:
-        points = _jittered(points, h, jitter, rng)
-        margin = 0.5 * math.sqrt(3.0) * jitter * h  # largest jitter displacement
-        keep = sd < -margin
-        unsure = np.abs(sd) <= margin
-        keep[unsure] = colliders.mesh_contains(tm, points[unsure])
-    local = points[keep]
-    world = colliders.quat_rotate_numpy(pose[3:], local) + np.asarray(pose[:3])
+    local = _fill(bounds[0], bounds[1], h, jitter, rng, lambda p: geometry.mesh_contains(tm, p))
+    world = geometry.quat_rotate_numpy(pose[3:], local) + np.asarray(pose[:3])
     return np.ascontiguousarray(world, dtype=np.float64)

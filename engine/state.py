@@ -2,8 +2,9 @@
 
 * :class:`Model` - static data of a scene: particle rest volumes, material ids, rigid-body
   membership, colliders and their shapes. Built once by :class:`engine.scene.SceneBuilder`.
-* :class:`State` - what changes every step, with a leading batch axis B: particle positions,
-  velocities, APIC matrices, deformation measures, and collider poses.
+* :class:`State` - what changes every step, with a leading batch axis B: one part per solver
+  with state (:class:`ParticleState` for MLS-MPM: positions, velocities, APIC matrices,
+  deformation measures) and the collider poses.
 * Control - what the user drives: collider velocities, a tensor ``(T, B, K, 6)`` (linear m/s then
   angular rad/s, world frame) held constant over each step's substeps.
 
@@ -12,7 +13,7 @@ Material parameters live in a differentiable table ``params (B, M, 5)`` (materia
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -74,8 +75,8 @@ class Model:
 
 
 @dataclass
-class State:
-    """Dynamic state of B scenes (torch tensors, simulation precision).
+class ParticleState:
+    """State of the MLS-MPM particles of B scenes (torch tensors, simulation precision).
 
     Attributes:
         x: (B, N, 3) positions [m].
@@ -83,7 +84,6 @@ class State:
         C: (B, N, 3, 3) APIC affine velocity matrices [1/s].
         F: (B, N, 3, 3) deformation measure (F for elastic, b_bar_e for plastic, I otherwise).
         J: (B, N) volume ratio.
-        collider_pose: (B, K, 7) collider position [m] and unit quaternion (w, x, y, z).
     """
 
     x: torch.Tensor
@@ -91,17 +91,62 @@ class State:
     C: torch.Tensor
     F: torch.Tensor
     J: torch.Tensor
-    collider_pose: torch.Tensor
+
+    FIELDS = ("x", "v", "C", "F", "J")
+
+
+class State:
+    """Dynamic state of B scenes: one part per solver that has state, plus the collider poses.
+
+    Parts: ``particles`` (:class:`ParticleState`, the MLS-MPM solver's). ``x, v, C, F, J`` read
+    and write the particle part's fields (``state.x`` is ``state.particles.x``), the common case.
+
+    Attributes:
+        particles: the MPM particles' state.
+        collider_pose: (B, K, 7) collider position [m] and unit quaternion (w, x, y, z).
+    """
+
+    FIELDS = (*ParticleState.FIELDS, "collider_pose")
+
+    def __init__(self, x, v, C, F, J, collider_pose):
+        self.particles = ParticleState(x, v, C, F, J)
+        self.collider_pose = collider_pose
+
+    @classmethod
+    def from_parts(cls, particles: ParticleState, collider_pose: torch.Tensor) -> State:
+        return cls(*(getattr(particles, f) for f in ParticleState.FIELDS), collider_pose)
 
     @property
     def batch_size(self) -> int:
-        return int(self.x.shape[0])
+        return int(self.collider_pose.shape[0])
+
+    def map(self, fn) -> State:
+        """A new State with ``fn`` applied to every tensor."""
+        return State(*(fn(getattr(self, f)) for f in self.FIELDS))
 
     def detach(self) -> State:
-        return replace(self, **{k: getattr(self, k).detach() for k in self.__dataclass_fields__})
+        return self.map(torch.Tensor.detach)
 
     def clone(self) -> State:
-        return replace(self, **{k: getattr(self, k).clone() for k in self.__dataclass_fields__})
+        return self.map(torch.Tensor.clone)
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{f}={tuple(getattr(self, f).shape)}" for f in self.FIELDS)
+        return f"State({shapes})"
+
+
+def _particle_field(name: str) -> property:
+    def get(self):
+        return getattr(self.particles, name)
+
+    def set(self, value):
+        setattr(self.particles, name, value)
+
+    return property(get, set, doc=f"``particles.{name}``")
+
+
+for _name in ParticleState.FIELDS:
+    setattr(State, _name, _particle_field(_name))
 
 
 class SimulationDiverged(RuntimeError):

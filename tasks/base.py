@@ -437,7 +437,7 @@ class ParticleTask(Task):
                 params = params.expand(B, *params.shape)
         # The workspace clamp needs the tool pose at every step; it is a function of the controls
         # alone, so advance it with the engine's own pose integrator (no gradient needed there).
-        from engine.colliders import step_pose
+        from engine.geometry import step_pose
 
         pose = start.collider_pose.to(dtype)
         controls = []

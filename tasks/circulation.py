@@ -303,7 +303,8 @@ class Circulation(Task):
 
     def flags(self) -> np.ndarray:
         """(nx, ny, nz) int8 cell flags: the walls' boxes as SOLID, the rest FLUID (closed house)."""
-        from engine.colliders import Box, Collider
+        from engine.colliders import Collider
+        from engine.geometry import Box
 
         colliders = [
             Collider(Box(tuple(0.5 * (hi - lo))), pose=(*(0.5 * (lo + hi)), 1.0, 0.0, 0.0, 0.0))

@@ -4,17 +4,17 @@ FluidLab's "Gathering (Easy)" and "Gathering (O-shaped)" tasks (Xian et al., ICL
 App. A): a few small floating objects ("ducks") drift in a tank of water; the agent moves a
 paddle and must bring all of them into a target region, mostly through the water it displaces.
 
-Scene (both variants): a round tank (an open-top :class:`engine.colliders.Cup` standing on the
+Scene (both variants): a round tank (an open-top :class:`engine.geometry.Cup` standing on the
 floor, slip walls) filled with water (a weakly compressible fluid, bulk modulus 1e5 Pa so that a
 1.25 ms substep is stable at dx = 2.5 cm), and ``len(body_starts)`` rigid spheres of density 500
 kg/m^3 floating half-submerged. Each duck is one shape-matched rigid body (one
 ``add_particles(..., rigid)`` call) two-way coupled to the water through the MPM grid (Hu et al.
 2018), so it floats by the water's pressure. The tool (collider 0) is a vertical paddle (a thin
-:class:`engine.colliders.Box`) piercing the surface.
+:class:`engine.geometry.Box`) piercing the surface.
 
 * :class:`GatheringEasy`: a plain round tank; actions (vx, vy) of the paddle [m/s]; target: the
   half of the tank beyond ``x >= target_x``.
-* :class:`GatheringO`: an O-shaped (annular) tank, a static :class:`engine.colliders.Cylinder`
+* :class:`GatheringO`: an O-shaped (annular) tank, a static :class:`engine.geometry.Cylinder`
   standing in the middle of the round tank; actions (vx, vy, wz) [m/s, rad/s]; the ducks start
   on the -x side and must be brought around the obstacle into the sector ``|theta - target_angle|
   <= target_half_angle`` on the other side (theta = polar angle about the tank axis).
@@ -57,8 +57,9 @@ import torch
 from scipy.spatial import cKDTree
 
 from engine import sampling
-from engine.colliders import Box, Collider, Contact, Cup, Cylinder
+from engine.colliders import BoundaryCondition, Collider
 from engine.config import SimConfig
+from engine.geometry import Box, Cup, Cylinder
 from engine.materials import RIGID_BODY, WATER, Material
 from engine.scene import SceneBuilder
 from tasks.base import ParticleTask, TaskConfig
@@ -203,11 +204,13 @@ class FloatingBodiesTask(ParticleTask):
         material = self.body_material()
         for b in bodies:
             builder.add_particles(b, material, spacing)
-        paddle = Collider(Box(cfg.tool_size), pose=self.tool_pose0(), contact=Contact(friction=0.0, mode="separate"))
+        paddle = Collider(
+            Box(cfg.tool_size), pose=self.tool_pose0(), contact=BoundaryCondition(friction=0.0, mode="separate")
+        )
         tank = Collider(
             Cup(cfg.tank_radius, cfg.tank_height, self.wall()),
             pose=(cx, cy, self.floor(), 1.0, 0.0, 0.0, 0.0),
-            contact=Contact(friction=0.0, mode="slip"),
+            contact=BoundaryCondition(friction=0.0, mode="slip"),
         )
         builder.add_collider(paddle)
         builder.add_collider(tank)
@@ -435,7 +438,11 @@ class GatheringO(FloatingBodiesTask):
         cx, cy = self.centre
         half = 0.5 * cfg.tank_height
         pose = (cx, cy, self.floor() + half, 1.0, 0.0, 0.0, 0.0)
-        return [Collider(Cylinder(cfg.obstacle_radius, half), pose=pose, contact=Contact(friction=0.0, mode="slip"))]
+        return [
+            Collider(
+                Cylinder(cfg.obstacle_radius, half), pose=pose, contact=BoundaryCondition(friction=0.0, mode="slip")
+            )
+        ]
 
     def excluded_from_water(self, points: np.ndarray) -> np.ndarray:
         cx, cy = self.centre

@@ -40,8 +40,9 @@ import numpy as np
 import torch
 
 from engine import sampling
-from engine.colliders import Collider, Contact, Cup
+from engine.colliders import BoundaryCondition, Collider
 from engine.config import SimConfig
+from engine.geometry import Cup
 from engine.materials import ICE_CREAM
 from engine.scene import SceneBuilder
 from tasks.base import ParticleTask, TaskConfig
@@ -150,7 +151,7 @@ class IceCreamTask(ParticleTask):
         builder = SceneBuilder(cfg.sim)
         holder = Cup(cfg.holder_radius, cfg.holder_height, cfg.holder_wall)
         builder.add_collider(
-            Collider(holder, pose=(*cfg.holder_start, 1.0, 0.0, 0.0, 0.0), contact=Contact(mode="sticky"))
+            Collider(holder, pose=(*cfg.holder_start, 1.0, 0.0, 0.0, 0.0), contact=BoundaryCondition(mode="sticky"))
         )
         bottom = (*cfg.nozzle, cfg.rope_bottom)
         rope = sampling.cylinder(bottom, cfg.rope_radius, cfg.rope_top - cfg.rope_bottom, spacing, jitter=0.5, rng=0)

@@ -42,8 +42,9 @@ import numpy as np
 import torch
 
 from engine import sampling
-from engine.colliders import Collider, Contact, Cup
+from engine.colliders import BoundaryCondition, Collider
 from engine.config import SimConfig
+from engine.geometry import Cup
 from engine.materials import COFFEE, MILK
 from engine.scene import SceneBuilder
 from tasks.base import ParticleTask, TaskConfig
@@ -207,7 +208,11 @@ class LatteArt(LatteTask):
         wall = self._wall()
         pitcher = Cup(cfg.pitcher_radius, cfg.pitcher_height, wall)
         builder.add_collider(
-            Collider(pitcher, pose=(*cfg.pitcher_pos, 1.0, 0.0, 0.0, 0.0), contact=Contact(friction=0.2, mode="slip"))
+            Collider(
+                pitcher,
+                pose=(*cfg.pitcher_pos, 1.0, 0.0, 0.0, 0.0),
+                contact=BoundaryCondition(friction=0.2, mode="slip"),
+            )
         )
         px, py, pz = cfg.pitcher_pos
         bottom = (px, py, pz + wall + 0.5 * spacing)

@@ -28,7 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine import sampling
-from engine.colliders import Capsule, Collider, Contact
+from engine.colliders import BoundaryCondition, Collider
+from engine.geometry import Capsule
 from engine.scene import SceneBuilder
 from tasks.latte_art import STEAMED_MILK, LatteConfig, LatteTask
 from tasks.targets import SWIRL_RADII, SWIRL_TURNS
@@ -93,7 +94,9 @@ class LatteArtStir(LatteTask):
         z_lo = bottom + 0.5 * self._wall()
         half = 0.5 * (top - z_lo)
         pose = (*cfg.stirrer_start, z_lo + half, 1.0, 0.0, 0.0, 0.0)
-        builder.add_collider(Collider(Capsule(cfg.stirrer_radius, half), pose=pose, contact=Contact(mode="slip")))
+        builder.add_collider(
+            Collider(Capsule(cfg.stirrer_radius, half), pose=pose, contact=BoundaryCondition(mode="slip"))
+        )
         bx, by, bz = self._blob()
         disk = sampling.cylinder((bx, by, bz + 0.5 * spacing), cfg.blob_radius, cfg.blob_thickness - spacing, spacing)
         builder.add_particles(disk[self._outside_stirrer(disk)], STEAMED_MILK, spacing)

@@ -3,8 +3,8 @@
 FluidLab's "Mixing" task (Xian et al., ICLR 2023, Sec. 4): two liquids start unmixed in a
 container and the agent moves a stirring rod to mix them. Here a water-like liquid (blue,
 eta = 1e-3 Pa s) and a coffee-like liquid (brown, eta = 0.05 Pa s), both 1000 kg/m^3, start side
-by side (interface the plane x = cup axis) in a cup (:class:`engine.colliders.Cup`, slip walls);
-the tool (collider 0) is a vertical :class:`engine.colliders.Capsule` rod reaching from just
+by side (interface the plane x = cup axis) in a cup (:class:`engine.geometry.Cup`, slip walls);
+the tool (collider 0) is a vertical :class:`engine.geometry.Capsule` rod reaching from just
 above the bottom to above the surface. Actions (2): the rod's velocity along x and y [m/s].
 
 Loss (differentiable): a soft-binned non-mixedness. Coarse cells j with centres c_j on an
@@ -34,8 +34,9 @@ import numpy as np
 import torch
 
 from engine import sampling
-from engine.colliders import Capsule, Collider, Contact, Cup
+from engine.colliders import BoundaryCondition, Collider
 from engine.config import SimConfig
+from engine.geometry import Capsule, Cup
 from engine.materials import COFFEE, WATER
 from engine.scene import SceneBuilder
 from tasks.base import ParticleTask, TaskConfig
@@ -139,7 +140,7 @@ class Mixing(ParticleTask):
         )
         rod_pose = self._rod_start(bottom)
         rod_shape = Capsule(cfg.rod_radius, 0.5 * cfg.cup_height)
-        rod = Collider(rod_shape, pose=rod_pose, contact=Contact(friction=0.0, mode="separate"))
+        rod = Collider(rod_shape, pose=rod_pose, contact=BoundaryCondition(friction=0.0, mode="separate"))
         free = rod.sdf(liquid)[0] > 0.5 * spacing
         left = liquid[:, 0] < c
         builder = SceneBuilder(cfg.sim)
@@ -150,7 +151,7 @@ class Mixing(ParticleTask):
             Collider(
                 Cup(cfg.cup_radius, cfg.cup_height, wall),
                 pose=(c, c, self._floor(), 1.0, 0.0, 0.0, 0.0),
-                contact=Contact(friction=0.0, mode="slip"),
+                contact=BoundaryCondition(friction=0.0, mode="slip"),
             )
         )
         model = builder.build()

@@ -22,8 +22,9 @@ import numpy as np
 import torch
 
 from engine import sampling
-from engine.colliders import Collider, Contact, Cup
+from engine.colliders import BoundaryCondition, Collider
 from engine.config import SimConfig
+from engine.geometry import Cup
 from engine.materials import MILK
 from engine.scene import SceneBuilder
 from tasks.base import ParticleTask, TaskConfig
@@ -92,9 +93,11 @@ class Pouring(ParticleTask):
         spacing = 0.5 * cfg.sim.dx
         wall = self._wall()
         cup = Cup(cfg.cup_radius, cfg.cup_height, wall)
-        source = Collider(cup, pose=(*cfg.source_pos, 1.0, 0.0, 0.0, 0.0), contact=Contact(friction=0.2, mode="slip"))
+        source = Collider(
+            cup, pose=(*cfg.source_pos, 1.0, 0.0, 0.0, 0.0), contact=BoundaryCondition(friction=0.2, mode="slip")
+        )
         target_pose = (cfg.target_x, 0.5, self._floor(), 1.0, 0.0, 0.0, 0.0)
-        target = Collider(cup, pose=target_pose, contact=Contact(mode="slip"))
+        target = Collider(cup, pose=target_pose, contact=BoundaryCondition(mode="slip"))
         inner = cfg.cup_radius - wall
         bottom = (cfg.source_pos[0], cfg.source_pos[1], cfg.source_pos[2] + wall + 0.5 * spacing)
         liquid = sampling.cylinder(bottom, inner - 0.75 * spacing, cfg.fill_height, spacing)

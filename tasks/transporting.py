@@ -5,7 +5,7 @@ and must push a floating object to a goal location through the water it moves.
 
 Jet emulation. FluidLab injects new liquid particles from the jet's nozzle; FluxLab's engine has
 a fixed particle set, so the jet is emulated physically by a *pump plate*: a vertical paddle (a
-thin :class:`engine.colliders.Box`, collider 0, 11 cm wide, narrower than the tank) confined by
+thin :class:`engine.geometry.Box`, collider 0, 11 cm wide, narrower than the tank) confined by
 its workspace to a pump zone on the -x side of the tank. Advancing the plate displaces water
 toward +x; the displaced water spills around the plate's ends and over the cube's side of the
 tank as a current (and a surge that sloshes back and forth), and that flow carries the cube. The

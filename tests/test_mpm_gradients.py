@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import small_scene
 
-from engine import colliders
+from engine import colliders, geometry
 from engine import materials as M
 
 RTOL, ATOL, EPS = 1e-4, 1e-9, 1e-5
@@ -17,7 +17,7 @@ RTOL, ATOL, EPS = 1e-4, 1e-9, 1e-5
 
 def _moving_sphere(mode="separate"):
     return colliders.Collider(
-        colliders.Sphere(0.06), pose=(0.45, 0.45, 0.22, 1, 0, 0, 0), contact=colliders.Contact(0.3, mode)
+        geometry.Sphere(0.06), pose=(0.45, 0.45, 0.22, 1, 0, 0, 0), contact=colliders.BoundaryCondition(0.3, mode)
     )
 
 
@@ -109,7 +109,7 @@ def test_mixed_materials_and_box_collider_gradient(runtime, scatter):
     spacing = 1 / 40
     builder.add_particles(sampling.box((0.3, 0.3, 0.3), (0.45, 0.5, 0.45), spacing), M.WATER, spacing)
     builder.add_particles(sampling.box((0.5, 0.3, 0.3), (0.62, 0.5, 0.45), spacing), M.JELLY, spacing)
-    box = colliders.Box((0.04, 0.15, 0.04))
+    box = geometry.Box((0.04, 0.15, 0.04))
     builder.add_collider(colliders.Collider(box, pose=(0.47, 0.4, 0.26, 0.98, 0.0, 0.2, 0.0)))
     sim = Simulator(builder.build(), batch_size=2, scatter=scatter)
     inputs, loss = _setup(sim, steps=2, seed=5)
@@ -164,7 +164,7 @@ def test_stored_grids_equal_recomputed_grids(runtime, material, collider, scatte
         material, colliders=[_moving_sphere()] if collider else [], substeps=2, scatter=scatter, lo=lo, swirl=-2.0
     )
     inputs, _ = _setup(sim, steps=4)
-    two_substeps_mb = 2 * sim._grids_bytes() / 2**20
+    two_substeps_mb = 2 * sim.kept_bytes() / 2**20
     grads = []
     for budget in (0.0, two_substeps_mb, 1024.0):  # none stored, 2 of every 3, all
         sim.grid_tape_mb = budget

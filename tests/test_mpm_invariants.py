@@ -5,7 +5,7 @@ import pytest
 import torch
 from conftest import small_scene
 
-from engine import colliders, sampling
+from engine import colliders, geometry, sampling
 from engine import materials as M
 from engine.config import SimConfig
 from engine.scene import SceneBuilder
@@ -22,65 +22,68 @@ def _momentum(sim, state):
 
 def test_grid_mass_equals_particle_mass(runtime):
     sim = small_scene(M.WATER, batch_size=2)
-    from engine import mpm
+    from engine.solvers.base import Substep
 
     sim.reset()
     sim.step(torch.zeros(2, 0, 6, dtype=torch.float64))
-    mpm.zero_grid(sim.grid_mom_mass)  # a step leaves the grids cleared for the next scatter
-    sim._p2g(sim._ring, sim._slot, sim._grids)
-    sim._grids.zeroed = False
-    grid_mass = sim.grid_mom_mass.to_numpy()[..., 3].reshape(2, -1).sum(1)
+    # The MPM solver's to-grid stage on the current state, keeping the grid mass (keep=True).
+    slot = sim.ring_slot
+    sim.mpm.to_grid(Substep(sim.ring, slot, 1 - slot, 0, None, keep=True))
+    grids = sim.mpm.grids
+    grid_mass = grids.mom_mass.to_numpy()[..., 3].reshape(2, -1).sum(1)
     np.testing.assert_allclose(grid_mass, sim.model.particle_mass().sum(), rtol=1e-13)
 
 
 def test_slab_scatters_match_atomic_scatters(runtime):
     """The CPU scatters (particles binned into slabs, plain adds) and the GPU ones (atomic adds)
     compute the same grid: p2g and the g2p adjoint, two scenes with different positions."""
-    from engine import mpm
+    from engine import arrays
+    from engine.solvers import mpm_kernels as K
 
     sim = small_scene(M.WATER, batch_size=2, swirl=2.0, scatter="slabs")
+    mpm, grids = sim.mpm, sim.mpm.grids
     state = sim.initial_state()
     state.x[1] += 0.01 * torch.sin(7.0 * state.x[1])  # scene 1 differs from scene 0
     sim.reset(state)
     rng = np.random.default_rng(0)
-    sim.affine.from_numpy(rng.standard_normal((2, sim.n_particles, 3, 3)))
-    ring = sim._ring
-    particles = (ring.x, ring.v, 0, sim.material_id, sim.volume, sim.params, sim.affine)
-    args = (*particles, sim.grid_mom_mass, sim._inv_dx)
-    grids = []
+    grids.affine.from_numpy(rng.standard_normal((2, sim.n_particles, 3, 3)))
+    ring = sim.ring["mpm"]
+    particles = (ring.x, ring.v, 0, mpm.material_id, mpm.volume, mpm.params, grids.affine)
+    args = (*particles, grids.mom_mass, mpm.inv_dx)
+    results = []
     for slabs in (False, True):
-        mpm.zero_grid(sim.grid_mom_mass)
+        K.zero_grid(grids.mom_mass)
         if slabs:
-            mpm.bin_particles(ring.x, 0, sim._inv_dx, sim._grids.slab_start, sim._slab_rank, sim._grids.slab_order)
+            K.bin_particles(ring.x, 0, mpm.inv_dx, grids.slab_start, mpm.slab_rank, grids.slab_order)
             for colour in (0, 1):
-                mpm.p2g_slabs(*args, sim._grids.slab_start, sim._grids.slab_order, colour)
+                K.p2g_slabs(*args, grids.slab_start, grids.slab_order, colour)
         else:
-            mpm.p2g(*args)
-        grids.append(sim.grid_mom_mass.to_numpy())
-    np.testing.assert_allclose(grids[1], grids[0], rtol=1e-12, atol=1e-12 * np.abs(grids[0]).max())
-    assert np.abs(grids[0][..., 3]).max() > 0
+            K.p2g(*args)
+        results.append(grids.mom_mass.to_numpy())
+    np.testing.assert_allclose(results[1], results[0], rtol=1e-12, atol=1e-12 * np.abs(results[0]).max())
+    assert np.abs(results[0][..., 3]).max() > 0
 
     v_out = ti_array(rng.standard_normal((1, 2, sim.n_particles, 3)), (3,))
     v_grad = ti_array(rng.standard_normal((1, 2, sim.n_particles, 3)), (3,))
     C_grad = ti_array(rng.standard_normal((1, 2, sim.n_particles, 3, 3)), (3, 3))
     x_out_grad = ti_array(rng.standard_normal((1, 2, sim.n_particles, 3)), (3,))
-    grid_v = rng.standard_normal(sim.grid_v.shape + (4,))
+    grid_v = rng.standard_normal(grids.v.shape + (4,))
     grid_v[..., 3] = 0.0  # the layout's padding
-    sim.grid_v.from_numpy(grid_v)
+    grids.v.from_numpy(grid_v)
     outs = []
     for slabs in (False, True):
         x_grad = ti_array(np.zeros((1, 2, sim.n_particles, 3)), (3,))
-        mpm.zero_array(sim.grid_v.grad)
+        arrays.zero_array(grids.v.grad)
         args = (
-            ring.x, 0, v_out, v_grad, 0, C_grad, 0, x_out_grad, 0, sim.grid_v, sim.grid_v.grad, 0, x_grad,
-            sim._dt, sim._inv_dx, sim._lo, sim._hi,
+            ring.x, 0, v_out, v_grad, 0, C_grad, 0, x_out_grad, 0, grids.v, grids.v.grad, 0, x_grad,
+            mpm.dt, mpm.inv_dx, mpm.lo, mpm.hi,
         )  # fmt: skip
         if slabs:
             for colour in (0, 1):
-                mpm.g2p_adjoint_slabs(*args, sim._grids.slab_start, sim._grids.slab_order, colour)
+                K.g2p_adjoint_slabs(*args, grids.slab_start, grids.slab_order, colour)
         else:
-            mpm.g2p_adjoint(*args)
-        outs.append((sim.grid_v.grad.to_numpy(), x_grad.to_numpy()))
+            K.g2p_adjoint(*args)
+        outs.append((grids.v.grad.to_numpy(), x_grad.to_numpy()))
     for atomic, binned in zip(*outs, strict=True):
         np.testing.assert_allclose(binned, atomic, rtol=1e-12, atol=1e-12 * np.abs(atomic).max())
 
@@ -179,16 +182,16 @@ def test_elastic_energy_does_not_grow(runtime):
 @pytest.mark.parametrize("mode", ["sticky", "slip", "separate", "no paddle"])
 def test_no_particle_inside_colliders(runtime, mode):
     """A box paddle sweeps through water resting in a cup: after every step, no particle lies
-    inside a collider deeper than the documented tolerance (Simulator.PENETRATION_TOLERANCE):
+    inside a collider deeper than the documented tolerance (ColliderCoupling.PENETRATION_TOLERANCE):
     1e-9 m with one collider (particles are projected onto its surface), 0.05 dx where the paddle
     squeezes water against the cup wall (projections out of two colliders can conflict)."""
     builder = SceneBuilder(SimConfig(grid_res=24, dt=5e-4, substeps=5))
     spacing = 1 / 48
-    cup = colliders.Collider(colliders.Cup(0.2, 0.3, 0.05), pose=(0.5, 0.5, 0.15, 1, 0, 0, 0))
+    cup = colliders.Collider(geometry.Cup(0.2, 0.3, 0.05), pose=(0.5, 0.5, 0.15, 1, 0, 0, 0))
     paddle = colliders.Collider(
-        colliders.Box((0.03, 0.12, 0.12)),
+        geometry.Box((0.03, 0.12, 0.12)),
         pose=(0.4, 0.5, 0.4, 1, 0, 0, 0),
-        contact=colliders.Contact(0.5, "slip" if mode == "no paddle" else mode),
+        contact=colliders.BoundaryCondition(0.5, "slip" if mode == "no paddle" else mode),
     )
     builder.add_collider(cup)
     if mode != "no paddle":
@@ -200,7 +203,7 @@ def test_no_particle_inside_colliders(runtime, mode):
     if mode != "no paddle":
         control[0, 1, 0] = 0.6  # paddle moves +x at 0.6 m/s
         control[0, 1, 5] = 1.0  # and spins about z
-    tolerance = 1e-9 if mode == "no paddle" else sim.PENETRATION_TOLERANCE * sim.config.dx
+    tolerance = 1e-9 if mode == "no paddle" else sim.colliders.PENETRATION_TOLERANCE * sim.config.dx
     for _ in range(10):
         sim.step(control)
         state = sim.get_state()
@@ -212,7 +215,7 @@ def test_no_particle_inside_colliders(runtime, mode):
 
 def test_deterministic(runtime):
     sim = small_scene(
-        M.PLASTICINE, colliders=[colliders.Collider(colliders.Sphere(0.05), pose=(0.45, 0.45, 0.25, 1, 0, 0, 0))]
+        M.PLASTICINE, colliders=[colliders.Collider(geometry.Sphere(0.05), pose=(0.45, 0.45, 0.25, 1, 0, 0, 0))]
     )
     state = sim.initial_state()
     control = 0.2 * torch.ones(4, 1, 1, 6, dtype=torch.float64)
@@ -282,7 +285,7 @@ def test_runaway_velocity_is_detected(runtime):
 
 def test_bad_inputs_raise_clear_errors(runtime):
     sim = small_scene(
-        M.JELLY, colliders=[colliders.Collider(colliders.Sphere(0.05), pose=(0.45, 0.45, 0.25, 1, 0, 0, 0))]
+        M.JELLY, colliders=[colliders.Collider(geometry.Sphere(0.05), pose=(0.45, 0.45, 0.25, 1, 0, 0, 0))]
     )
     state = sim.initial_state()
     good = torch.zeros(2, 1, 1, 6, dtype=torch.float64)

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine.colliders import Box, Collider, Cup
+from engine.colliders import Collider
+from engine.geometry import Box, Cup
 
 CAM = np.array([0.5, -0.9, 0.9])
 TARGET = np.array([0.5, 0.5, 0.25])
@@ -83,6 +84,26 @@ def test_colliders_appear_and_compose_by_depth(renderer):
     cup = Collider(Cup(0.15, 0.2, 0.02), pose=(0.5, 0.5, 0.0, 1.0, 0.0, 0.0, 0.0))
     img = renderer.render(empty, np.zeros((0, 3)), [cup])
     assert np.abs(img.astype(int) - background.astype(int)).sum(-1).astype(bool).mean() > 0.01
+
+
+def test_mesh_collider_draws_like_its_analytic_shape(renderer):
+    """A voxel-SDF sphere (packed after a box, so its voxels start at a non-zero offset) covers
+    nearly the same pixels as the analytic sphere it approximates."""
+    import trimesh
+
+    from engine.geometry import Mesh, Sphere
+
+    empty = np.zeros((0, 3))
+    ball = Mesh.from_trimesh(trimesh.creation.icosphere(subdivisions=3, radius=0.08), resolution=24)
+    box = Collider(Box((0.02, 0.02, 0.02)), pose=(0.2, 0.2, 0.05, 1.0, 0.0, 0.0, 0.0))
+    pose = (*on_axis(1.0), 1.0, 0.0, 0.0, 0.0)
+    images = [
+        renderer.render(empty, empty, [box, (Collider(shape), pose)], collider_colors=[GREEN, RED])
+        for shape in (ball, Sphere(0.08))
+    ]
+    covered = [(img[..., 0].astype(int) - img[..., 1].astype(int)) > 60 for img in images]
+    assert covered[1].sum() > 50
+    assert (covered[0] != covered[1]).sum() < 0.1 * covered[1].sum()
 
 
 def test_render_is_deterministic(runtime, renderer):

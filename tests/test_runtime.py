@@ -8,7 +8,7 @@ import pytest
 
 def test_import_does_not_initialize_taichi():
     code = (
-        "import engine, engine.simulator, engine.mpm, engine.colliders, engine.materials\n"
+        "import engine, engine.simulator, engine.solvers.mpm, engine.coupling, engine.colliders, engine.materials\n"
         "from taichi.lang import impl\n"
         "assert engine.runtime.current() is None\n"
         "assert impl.get_runtime().prog is None, 'Taichi was initialized at import'\n"

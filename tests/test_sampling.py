@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from engine import colliders, sampling
+from engine import geometry, sampling
 
 
 def test_particle_volume():
@@ -71,23 +71,23 @@ def ball_obj(tmp_path_factory):
 def test_mesh_interior_from_file(ball_obj):
     h = 0.005
     p = sampling.mesh_interior(ball_obj, h)
-    tm = colliders.load_mesh(ball_obj)
+    tm = geometry.load_mesh(ball_obj)
     expected = tm.volume / h**3
     assert abs(len(p) - expected) / expected < 0.05
-    assert np.all(colliders.mesh_contains(tm, p))
+    assert np.all(geometry.mesh_contains(tm, p))
     assert np.all(np.linalg.norm(p, axis=1) <= 0.05)
 
 
 def test_mesh_interior_pose_and_jitter(ball_obj):
-    tm = colliders.load_mesh(ball_obj)
+    tm = geometry.load_mesh(ball_obj)
     h = 0.005
     q = np.array([math.cos(0.4), 0.0, 0.0, math.sin(0.4)])
     pose = (0.3, -0.1, 0.2, *q)
     p = sampling.mesh_interior(tm, h, pose=pose, jitter=0.7, rng=5)
     p2 = sampling.mesh_interior(tm, h, pose=pose, jitter=0.7, rng=5)
     np.testing.assert_array_equal(p, p2)
-    local = colliders.quat_rotate_inverse_numpy(q, p - np.array(pose[:3]))
-    assert np.all(colliders.mesh_contains(tm, local))
+    local = geometry.quat_rotate_inverse_numpy(q, p - np.array(pose[:3]))
+    assert np.all(geometry.mesh_contains(tm, local))
     expected = tm.volume / h**3
     assert abs(len(p) - expected) / expected < 0.05
 

@@ -1,10 +1,10 @@
 """MLS-MPM substep kernels (Hu et al. 2018, "A moving least squares material point method with
 displacement discontinuity and two-way rigid body coupling", SIGGRAPH), with APIC transfers
-(Jiang et al. 2015), quadratic B-spline weights, and shape-matched rigid bodies (Mueller et al.
-2005, "Meshless deformations based on shape matching").
+(Jiang et al. 2015) and quadratic B-spline weights; their hand-written adjoints.
 
-One substep is ``stress -> p2g -> grid_update -> grid_collide* -> g2p -> project_out*``, plus
-``body_moments -> body_fit -> body_apply`` when the scene has rigid bodies. Every kernel takes
+The MPM part of a substep is ``stress -> p2g -> grid_update`` (to the grid) and ``g2p`` (back to
+the particles); :class:`engine.solvers.mpm.MPMSolver` launches them, and the grid boundary
+conditions of colliders (engine/coupling.py) run between the two halves. Every kernel takes
 ndarray arguments, so it compiles once per dtype and serves every scene and batch size.
 
 Conventions:
@@ -17,21 +17,15 @@ Conventions:
   and mass arrays) and ``grid_v`` (velocity after forces and boundary conditions, vec4 with a
   zero w: the transfers gather it, and the g2p adjoint scatters into its gradient, as 4-vectors,
   which took ~0.9x the time of 3-vectors). Node (i, j, k) sits at (i, j, k) * dx.
-* Collider arrays are indexed ``[g, b, c]`` by the global substep g: ``collider_pos`` (vec3),
-  ``collider_quat`` (vec4, w x y z), ``collider_lin`` (vec3, m/s), ``collider_ang`` (vec3, rad/s,
-  world frame) hold the pose at the *start* of substep g and the velocity during it.
-  ``collider_contact[c] = (friction, mode)``; kind < 0 marks an unused slot.
+  ``grid_v[c]`` is the velocity after gravity, walls and the first c collider conditions; g2p
+  reads the last one.
 """
 
 import taichi as ti
 
-from engine import colliders, runtime
 from engine.materials import N_PARAMS, P_DENSITY, P_E, P_VISCOSITY, kirchhoff_stress
 
 ndarray = ti.types.ndarray
-
-STICKY, SLIP, SEPARATE = 0, 1, 2
-POLAR_ITERATIONS = 8  # Newton iterations R <- (R + R^-T)/2; A is near a rotation, so this converges
 
 
 @ti.func
@@ -67,7 +61,7 @@ def _axis_weights(fx):
 
 
 @ti.func
-def _pad(v):
+def pad4(v):
     """A 3-vector with a zero appended (the layout of ``grid_v``)."""
     return ti.Vector([v[0], v[1], v[2], 0.0])
 
@@ -358,14 +352,6 @@ def zero_grid(grid: ndarray()):
             grid[b, i, j, k] = ti.zero(grid[b, i, j, k])
 
 
-@ti.kernel
-def zero_array(arr: ndarray()):
-    """arr = 0 for an ndarray of any shape (Taichi's ``Ndarray.fill`` builds a Python Matrix on
-    every call for vector/matrix elements, which cost more than a small scene's kernels)."""
-    for I in ti.grouped(arr):
-        arr[I] = ti.zero(arr[I])
-
-
 @ti.func
 def _wall_free(node, v, n, bound):
     """1 where velocity component a may stay, 0 where the slip wall removes it: components into
@@ -421,7 +407,7 @@ def grid_update(
                     v *= _wall_free(ti.Vector([i, j, k]), v, n, bound)
                 if ti.static(clear):
                     _clear_node(grid_mom_mass, b, i, j, k, node)
-                grid_v[0, b, i, j, k] = _pad(v)
+                grid_v[0, b, i, j, k] = pad4(v)
 
 
 @ti.kernel
@@ -459,53 +445,6 @@ def grid_update_adjoint(
                 for c in range(grid_v_grad.shape[0]):
                     if (grid_v_grad[c, b, i, j, k] != 0.0).any():
                         grid_v_grad[c, b, i, j, k] = ti.zero(grid_v_grad[c, b, i, j, k])
-
-
-@ti.kernel
-def grid_collide(
-    grid_mom_mass: ndarray(),
-    grid_v: ndarray(),
-    c: ti.i32,
-    kind: ti.template(),
-    collider_shape: ndarray(),
-    collider_contact: ndarray(),
-    collider_pos: ndarray(),
-    collider_quat: ndarray(),
-    collider_lin: ndarray(),
-    collider_ang: ndarray(),
-    mesh_sdf: ndarray(),
-    g: ti.i32,
-    dx: float,
-):
-    """Contact of the grid with kinematic collider c (of shape ``kind``): ``grid_v[c] ->
-    grid_v[c + 1]``. Inside the collider the velocity relative to the collider loses its normal
-    part (all of it for sticky; only if approaching for separate; always for slip) and the
-    tangential part is reduced by Coulomb friction mu |v_n|."""
-    for b, i, j in ti.ndrange(grid_v.shape[1], grid_v.shape[2], grid_v.shape[3]):
-        for k in range(grid_v.shape[4]):
-            v = grid_v[c, b, i, j, k].xyz
-            out = v
-            if grid_mom_mass[b, i, j, k][3] > 0.0:
-                p = ti.Vector([i, j, k]) * dx
-                pos = collider_pos[g, b, c]
-                res = colliders.sdf_world_static(kind, collider_shape[c], pos, collider_quat[g, b, c], p, mesh_sdf)
-                if res[0] < 0.0:
-                    n = ti.Vector([res[1], res[2], res[3]])
-                    v_collider = collider_lin[g, b, c] + collider_ang[g, b, c].cross(p - pos)
-                    v_rel = v - v_collider
-                    friction = collider_contact[c][0]
-                    mode = ti.cast(collider_contact[c][1], ti.i32)
-                    vn = v_rel.dot(n)
-                    if mode == STICKY:
-                        v_rel = ti.Vector.zero(float, 3)
-                    elif mode == SLIP or vn < 0.0:
-                        v_t = v_rel - vn * n
-                        if vn < 0.0:
-                            v_t_norm = ti.sqrt(v_t.dot(v_t) + 1e-20)
-                            v_t = v_t * ti.max(0.0, 1.0 + friction * vn / v_t_norm)
-                        v_rel = v_t
-                    out = v_collider + v_rel
-            grid_v[c + 1, b, i, j, k] = _pad(out)
 
 
 @ti.kernel
@@ -688,7 +627,7 @@ def _g2p_adjoint_particle(
     N, dN = _axis_weights(fx)
     C_bar = (4.0 * inv_dx) * C_out_grad[s_C, b, p]
     fx_bar = ti.Vector.zero(float, 3)
-    u_i = _pad(v_out_grad[s_v, b, p] + dt * x_out_bar - C_bar @ fx)  # u(o) = v_bar + C_bar (o - fx), padded
+    u_i = pad4(v_out_grad[s_v, b, p] + dt * x_out_bar - C_bar @ fx)  # u(o) = v_bar + C_bar (o - fx), padded
     for i in ti.static(range(3)):
         u_ij = u_i
         for j in ti.static(range(3)):
@@ -774,100 +713,6 @@ def g2p_adjoint_slabs(
 
 
 @ti.kernel
-def project_out(
-    x_chain: ndarray(),
-    c: ti.i32,
-    kind: ti.template(),
-    collider_shape: ndarray(),
-    collider_pos: ndarray(),
-    collider_quat: ndarray(),
-    mesh_sdf: ndarray(),
-    g_end: ti.i32,
-):
-    """Move particles found inside collider c (pose at the end of the substep, index g_end) to
-    the nearest surface point x - d n: ``x_chain[c] -> x_chain[c + 1]``."""
-    for b, p in ti.ndrange(x_chain.shape[1], x_chain.shape[2]):
-        xp = x_chain[c, b, p]
-        res = colliders.sdf_world_static(
-            kind,
-            collider_shape[c],
-            collider_pos[g_end, b, c],
-            collider_quat[g_end, b, c],
-            xp,
-            mesh_sdf,
-        )
-        if res[0] < 0.0:
-            xp = xp - res[0] * ti.Vector([res[1], res[2], res[3]])
-        x_chain[c + 1, b, p] = xp
-
-
-@ti.kernel
-def body_moments(
-    x_free: ndarray(),
-    s_free: ti.i32,
-    body_id: ndarray(),
-    volume: ndarray(),
-    rest_offset: ndarray(),
-    body_sum_x: ndarray(),
-    body_Apq: ndarray(),
-):
-    """Per rigid body: sum V x and the shape-matching moment A_pq = sum V x q^T."""
-    for b, p in ti.ndrange(x_free.shape[1], x_free.shape[2]):
-        k = body_id[p]
-        if k >= 0:
-            Vx = volume[p] * x_free[s_free, b, p]
-            body_sum_x[b, k] += Vx
-            body_Apq[b, k] += Vx.outer_product(rest_offset[p])
-
-
-@ti.kernel
-def body_fit(
-    body_sum_x: ndarray(),
-    body_Apq: ndarray(),
-    body_volume: ndarray(),
-    body_Aqq_inv: ndarray(),
-    body_c: ndarray(),
-    body_R: ndarray(),
-):
-    """Best rigid fit per body: centre c and rotation R = polar(A_pq A_qq^-1) (Newton iteration)."""
-    for b, k in ti.ndrange(body_sum_x.shape[0], body_sum_x.shape[1]):
-        body_c[b, k] = body_sum_x[b, k] / body_volume[k]
-        R = body_Apq[b, k] @ body_Aqq_inv[k]
-        for _ in ti.static(range(POLAR_ITERATIONS)):
-            R = 0.5 * (R + R.inverse().transpose())
-        body_R[b, k] = R
-
-
-@ti.kernel
-def body_apply(
-    x_free: ndarray(),
-    s_free: ti.i32,
-    v_free: ndarray(),
-    body_id: ndarray(),
-    rest_offset: ndarray(),
-    body_c: ndarray(),
-    body_R: ndarray(),
-    x_out: ndarray(),
-    v_out: ndarray(),
-    s_out: ti.i32,
-    dt: float,
-):
-    """Move rigid particles to their shape-matching goals (velocity corrected to match);
-    copy every other particle through. Linear momentum is unchanged since sum V q = 0."""
-    for b, p in ti.ndrange(x_free.shape[1], x_free.shape[2]):
-        k = body_id[p]
-        xf = x_free[s_free, b, p]
-        vf = v_free[0, b, p]
-        if k >= 0:
-            goal = body_c[b, k] + body_R[b, k] @ rest_offset[p]
-            x_out[s_out, b, p] = goal
-            v_out[s_out, b, p] = vf + (goal - xf) / dt
-        else:
-            x_out[s_out, b, p] = xf
-            v_out[s_out, b, p] = vf
-
-
-@ti.kernel
 def check_state(x: ndarray(), v: ndarray(), s: ti.i32, speed_limit: float, status: ndarray()):
     """status[b] = 1 if any position/velocity of scene b is NaN/Inf, 2 if a speed exceeds the limit."""
     for b, p in ti.ndrange(x.shape[1], x.shape[2]):
@@ -906,47 +751,3 @@ def zero_state_slot(x: ndarray(), v: ndarray(), C: ndarray(), F: ndarray(), J: n
         C[s, b, p] = ti.zero(C[s, b, p])
         F[s, b, p] = ti.zero(F[s, b, p])
         J[s, b, p] = 0.0
-
-
-@ti.kernel
-def copy_slot(src: ndarray(), s_src: ti.i32, dst: ndarray(), s_dst: ti.i32):
-    """dst[s_dst] = src[s_src] for one slotted particle buffer."""
-    for b, p in ti.ndrange(src.shape[1], src.shape[2]):
-        dst[s_dst, b, p] = src[s_src, b, p]
-
-
-def _make_transfers(element):
-    """Kernels moving one slot of a slotted buffer to/from a (B, N, ...) array of ``element``
-    (a torch tensor or ndarray), for element = vec3, mat3, or None for scalars."""
-    side = ndarray(ndim=2) if element is None else ndarray(dtype=element, ndim=2)
-
-    @ti.kernel
-    def read_slot(src: ndarray(), s: ti.i32, dst: side):
-        for b, p in ti.ndrange(src.shape[1], src.shape[2]):
-            dst[b, p] = src[s, b, p]
-
-    @ti.kernel
-    def write_slot(src: side, dst: ndarray(), s: ti.i32):
-        for b, p in ti.ndrange(dst.shape[1], dst.shape[2]):
-            dst[s, b, p] = src[b, p]
-
-    @ti.kernel
-    def add_to_slot(src: side, dst: ndarray(), s: ti.i32):
-        for b, p in ti.ndrange(dst.shape[1], dst.shape[2]):
-            dst[s, b, p] = dst[s, b, p] + src[b, p]
-
-    return read_slot, write_slot, add_to_slot
-
-
-_TRANSFERS: dict = {}
-
-
-def transfers(trailing: tuple[int, ...]):
-    """(read_slot, write_slot, add_to_slot) kernels for tensors (B, N, *trailing), trailing in
-    (), (3,), (3, 3). Built lazily: element types must be created after ti.init so that they
-    carry the runtime's float precision."""
-    if trailing not in _TRANSFERS:
-        real = runtime.real_dtype()
-        element = {(): None, (3,): ti.types.vector(3, real), (3, 3): ti.types.matrix(3, 3, real)}[trailing]
-        _TRANSFERS[trailing] = _make_transfers(element)
-    return _TRANSFERS[trailing]

@@ -1,0 +1,319 @@
+"""The MLS-MPM solver: particle state, grids and the stages of an MPM substep, forward and adjoint.
+
+Hu et al. 2018 (MLS-MPM), Jiang et al. 2015 (APIC); the kernels are in
+:mod:`engine.solvers.mpm_kernels`. An MPM substep contributes three stages (engine/solvers/base.py):
+
+* ``to_grid``: constitutive update and affine matrices (one launch per material), particle
+  binning into x-slabs, the p2g scatter (slabs on the CPU, atomics otherwise), and the grid
+  update (momentum to velocity, gravity, domain walls) into ``grid_v[0]``;
+* ``to_particles``: g2p (APIC) from the last grid velocity ``grid_v[K]`` (after K collider
+  conditions, engine/coupling.py); it writes the new positions straight into the output slot,
+  or, when later stages move particles (colliders, rigid bodies), into the position chain
+  ``x_chain[0]`` (and the velocities into ``v_free`` when rigid bodies follow);
+* ``finish`` (only with colliders and no rigid bodies): ``x_chain[K]`` -> the output slot.
+
+Adjoints: hand-written for the transfers and the fluid stress (they *write* the adjoints of the
+substep's input), Taichi's reverse mode (``kernel.grad``, which *accumulates*) for the solid
+stresses, the grid update and the copies.
+
+The replay tape keeps one :class:`Grids` set per replayed substep (``Substep.kept["mpm"]``), so
+the adjoint of a kept substep does not recompute its stress, scatter and grid update.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import taichi as ti
+import torch
+
+from engine import arrays, runtime
+from engine.materials import FLUID, N_PARAMS
+from engine.solvers import mpm_kernels as K
+from engine.solvers.base import Stage, Substep
+from engine.state import Model, ParticleState
+
+
+class ParticleBuffers:
+    """Slotted particle arrays x, v, C, F, J of shape (slots, B, N, ...)."""
+
+    def __init__(self, slots: int, batch: int, n: int, needs_grad: bool):
+        real = runtime.real_dtype()
+        shape = (slots, batch, n)
+        self.slots = slots
+        self.x = ti.ndarray(ti.types.vector(3, real), shape, needs_grad=needs_grad)
+        self.v = ti.ndarray(ti.types.vector(3, real), shape, needs_grad=needs_grad)
+        self.C = ti.ndarray(ti.types.matrix(3, 3, real), shape, needs_grad=needs_grad)
+        self.F = ti.ndarray(ti.types.matrix(3, 3, real), shape, needs_grad=needs_grad)
+        self.J = ti.ndarray(real, shape, needs_grad=needs_grad)
+
+    def arrays(self):
+        return [getattr(self, f) for f in ParticleState.FIELDS]
+
+    def copy_slot_to(self, s: int, other: ParticleBuffers, t: int) -> None:
+        K.copy_state_slot(*self.arrays(), s, *other.arrays(), t)
+
+    def zero_grad_slot(self, s: int) -> None:
+        K.zero_state_slot(*(arr.grad for arr in self.arrays()), s)
+
+    def copy_grad_slot(self, s: int, t: int) -> None:
+        grads = [arr.grad for arr in self.arrays()]
+        K.copy_state_slot(*grads, s, *grads, t)
+
+
+@dataclass
+class Grids:
+    """What one substep builds before its g2p: grid momentum and mass ``mom_mass`` (B, n, n, n, 4),
+    velocities ``v`` (K + 1, B, n, n, n, 4; w = 0) after walls and each collider, the particles'
+    affine momentum matrices ``affine`` (B, N, 3, 3), and their slab bins (``slab_start``,
+    ``slab_order``). The working set has gradients; a tape set has gradients only on ``v``, and
+    only with colliders (whose Taichi adjoint accumulates into ``v.grad``). ``zeroed`` records
+    whether mom_mass is zero, as the scatter needs (grid_update clears it when nothing reads it
+    later)."""
+
+    mom_mass: object
+    v: object
+    affine: object
+    slab_start: object
+    slab_order: object
+    zeroed: bool = False
+
+    @classmethod
+    def allocate(cls, n_conditions: int, B: int, N: int, n: int, needs_grad: bool, v_grad: bool) -> Grids:
+        real = runtime.real_dtype()
+        vec4, mat3 = ti.types.vector(4, real), ti.types.matrix(3, 3, real)
+        return cls(
+            mom_mass=ti.ndarray(vec4, (B, n, n, n), needs_grad=needs_grad),
+            v=ti.ndarray(vec4, (n_conditions + 1, B, n, n, n), needs_grad=needs_grad or v_grad),
+            affine=ti.ndarray(mat3, (B, N), needs_grad=needs_grad),
+            slab_start=ti.ndarray(ti.i32, (B, n // K.SLAB_WIDTH + 2)),
+            slab_order=ti.ndarray(ti.i32, (B, N)),
+        )
+
+
+class MPMSolver:
+    """MLS-MPM for B copies of a Model's particles.
+
+    Args:
+        model: the scene.
+        batch_size: B.
+        scatter: "slabs" (particles binned into slabs, plain adds) or "atomic".
+        n_conditions: grid boundary conditions applied between the two transfer halves (one
+            per collider): ``grid_v`` has ``n_conditions + 1`` velocity sets.
+        staged_x: later stages move the particles, so g2p writes ``x_chain[0]``.
+        staged_v: a later stage writes the velocities, so g2p writes ``v_free``.
+        grid_mass_read_later: a later stage reads the grid mass (the grid update must not
+            clear it).
+    """
+
+    name = "mpm"
+
+    def __init__(
+        self,
+        model: Model,
+        batch_size: int,
+        scatter: str,
+        n_conditions: int,
+        staged_x: bool,
+        staged_v: bool,
+        grid_mass_read_later: bool,
+    ):
+        real = runtime.real_dtype()
+        cfg = model.config
+        self.model = model
+        self.batch_size = B = batch_size
+        self.n_particles = N = model.n_particles
+        self.n_conditions = n_conditions
+        self.staged_x, self.staged_v = staged_x, staged_v
+        self.grid_mass_read_later = grid_mass_read_later
+        self.slabs = scatter == "slabs"
+        self.dt, self.dx, self.inv_dx = cfg.dt, cfg.dx, 1.0 / cfg.dx
+        self.lo = cfg.boundary_cells * cfg.dx
+        self.hi = cfg.domain_size - cfg.boundary_cells * cfg.dx
+        self.gravity = ti.math.vec3(*cfg.gravity)
+        self.boundary_cells = cfg.boundary_cells
+        self.speed_limit = cfg.speed_limit
+
+        self.material_id = arrays.upload(model.material_id, ti.i32)
+        self.material_groups = [
+            (m.kind, m_id, arrays.upload(np.nonzero(model.material_id == m_id)[0], ti.i32))
+            for m_id, m in enumerate(model.materials)
+            if np.any(model.material_id == m_id)
+        ]
+        # Taichi's reverse mode of the solid stresses accumulates into the C, F, J adjoints of a
+        # substep's input, which must then be zeroed first; the hand-written adjoint kernels write.
+        self.accumulating_adjoint = any(kind != FLUID for kind, _, _ in self.material_groups)
+        self.volume = arrays.upload(model.volume, real)
+        self.params = ti.ndarray(real, (B, len(model.materials), N_PARAMS), needs_grad=True)
+        self.mass_grad = ti.ndarray(real, (B, N))  # particle-mass adjoint (backward scratch)
+        self.slab_rank = ti.ndarray(ti.i32, (B, N))  # binning scratch
+        self.grids = Grids.allocate(n_conditions, B, N, cfg.grid_res, needs_grad=True, v_grad=True)
+        self.x_chain = ti.ndarray(ti.types.vector(3, real), (n_conditions + 1, B, N), needs_grad=True)
+        self.v_free = ti.ndarray(ti.types.vector(3, real), (1, B, N), needs_grad=True) if staged_v else None
+        self.status_flags = ti.ndarray(ti.i32, (B,))
+
+    # ------------------------------------------------------------------ driver contract
+    def stages(self) -> list[Stage]:
+        stages = [
+            Stage("to_grid", self.to_grid, self.to_grid_adjoint, kept=True),
+            Stage("to_particles", self.to_particles, self.to_particles_adjoint),
+        ]
+        if self.staged_x and not self.staged_v:  # nothing after the coupling writes the output
+            stages.append(Stage("finish", self.commit, self.commit_adjoint, self.zero_chain_grad))
+        return stages
+
+    def allocate(self, slots: int, needs_grad: bool) -> ParticleBuffers:
+        return ParticleBuffers(slots, self.batch_size, self.n_particles, needs_grad)
+
+    def allocate_kept(self) -> Grids:
+        n, c = self.model.config.grid_res, self.n_conditions
+        return Grids.allocate(c, self.batch_size, self.n_particles, n, needs_grad=False, v_grad=c > 0)
+
+    def kept_bytes(self) -> int:
+        """Bytes of one :class:`Grids` tape set."""
+        nodes = self.batch_size * self.model.config.grid_res**3
+        real_bytes = 8 if runtime.require().precision == "f64" else 4
+        particles = self.batch_size * self.n_particles
+        slabs = 4 * particles
+        v_copies = 2 if self.n_conditions else 1  # with colliders a stored v has its adjoint too
+        return (nodes * (4 + 4 * (self.n_conditions + 1) * v_copies) + 9 * particles) * real_bytes + slabs
+
+    def grids_of(self, sub: Substep) -> Grids:
+        """The grids substep ``sub`` works on: its tape set, or the working set."""
+        return self.grids if sub.kept is None else sub.kept[self.name]
+
+    # ------------------------------------------------------------------ forward stages
+    def to_grid(self, sub: Substep) -> None:
+        buf, s_in, s_out = sub.state[self.name], sub.s_in, sub.s_out
+        grids = self.grids_of(sub)
+        if not grids.zeroed:
+            K.zero_grid(grids.mom_mass)
+        for kind, m_id, particles in self.material_groups:
+            K.stress(
+                buf.C, buf.F, buf.J, s_in, s_out, kind, m_id, particles, self.volume, self.params,
+                grids.affine, self.dt, self.inv_dx,
+            )  # fmt: skip
+        # Bin the particles into x-slabs (the bins also serve the grid kernels and the g2p
+        # adjoint of this substep), then scatter their momentum and mass.
+        K.bin_particles(buf.x, s_in, self.inv_dx, grids.slab_start, self.slab_rank, grids.slab_order)
+        particles_in = (buf.x, buf.v, s_in, self.material_id, self.volume, self.params, grids.affine)
+        if self.slabs:
+            for colour in (0, 1):
+                K.p2g_slabs(*particles_in, grids.mom_mass, self.inv_dx, grids.slab_start, grids.slab_order, colour)
+        else:
+            K.p2g(*particles_in, grids.mom_mass, self.inv_dx)
+        clear = not sub.keep and not self.grid_mass_read_later
+        K.grid_update(
+            grids.mom_mass, grids.v, self.gravity, self.dt, self.boundary_cells, clear, grids.slab_start
+        )  # fmt: skip
+        grids.zeroed = clear
+
+    def to_particles(self, sub: Substep) -> None:
+        buf, s_in, s_out = sub.state[self.name], sub.s_in, sub.s_out
+        v_out, s_v = (self.v_free, 0) if self.staged_v else (buf.v, s_out)
+        x_out, s_x = (self.x_chain, 0) if self.staged_x else (buf.x, s_out)
+        K.g2p(
+            buf.x, s_in, x_out, s_x, v_out, s_v, buf.C, s_out, self.grids_of(sub).v, self.n_conditions,
+            self.dt, self.inv_dx, self.lo, self.hi,
+        )  # fmt: skip
+
+    def commit(self, sub: Substep) -> None:
+        arrays.copy_slot(self.x_chain, self.n_conditions, sub.state[self.name].x, sub.s_out)
+
+    # ------------------------------------------------------------------ adjoint stages
+    def zero_chain_grad(self, sub: Substep) -> None:
+        arrays.zero_array(self.x_chain.grad)
+
+    def commit_adjoint(self, sub: Substep) -> None:
+        arrays.copy_slot.grad(self.x_chain, self.n_conditions, sub.state[self.name].x, sub.s_out)
+
+    def v_grad(self, grids: Grids):
+        """The grid velocity adjoints for ``grids``: its own with colliders, else the working ones."""
+        return grids.v.grad if grids.v.grad is not None else self.grids.v.grad
+
+    def to_particles_adjoint(self, sub: Substep) -> None:
+        buf, s_in, s_out = sub.state[self.name], sub.s_in, sub.s_out
+        grids = self.grids_of(sub)
+        v_out, s_v = (self.v_free, 0) if self.staged_v else (buf.v, s_out)
+        x_out, s_x = (self.x_chain, 0) if self.staged_x else (buf.x, s_out)
+        args = (
+            buf.x, s_in, v_out, v_out.grad, s_v, buf.C.grad, s_out, x_out.grad, s_x, grids.v, self.v_grad(grids),
+            self.n_conditions, buf.x.grad, self.dt, self.inv_dx, self.lo, self.hi,
+        )  # fmt: skip
+        if not self.slabs:
+            K.g2p_adjoint(*args)
+            return
+        for colour in (0, 1):  # bins of x[s_in] from the forward substep
+            K.g2p_adjoint_slabs(*args, grids.slab_start, grids.slab_order, colour)
+
+    def to_grid_adjoint(self, sub: Substep) -> None:
+        buf, s_in, s_out = sub.state[self.name], sub.s_in, sub.s_out
+        grids, work = self.grids_of(sub), self.grids
+        K.grid_update_adjoint(
+            grids.mom_mass, self.v_grad(grids), work.mom_mass.grad, self.gravity, self.dt, self.boundary_cells,
+            grids.slab_start,
+        )  # fmt: skip
+        grids.zeroed = True
+        K.p2g_adjoint(
+            buf.x, buf.v, s_in, self.material_id, self.volume, self.params, grids.affine,
+            work.mom_mass.grad, buf.x.grad, buf.v.grad, work.affine.grad, self.mass_grad, self.inv_dx,
+        )  # fmt: skip
+        if sub.need_params:
+            K.density_grad(self.material_id, self.volume, self.mass_grad, self.params.grad)
+        for kind, m_id, particles in self.material_groups:
+            if kind == FLUID:
+                K.stress_adjoint_fluid(
+                    buf.C, buf.J, s_in, s_out, m_id, particles, self.volume, self.params, work.affine.grad,
+                    self.params.grad, self.dt, self.inv_dx, sub.need_params,
+                )  # fmt: skip
+            else:
+                K.stress.grad(
+                    buf.C, buf.F, buf.J, s_in, s_out, kind, m_id, particles, self.volume, self.params,
+                    work.affine, self.dt, self.inv_dx,
+                )  # fmt: skip
+
+    def begin_backward(self, tape_grids: list[Grids]) -> None:
+        """Zero the parameter adjoints and the grid velocity adjoints (then kept zero by
+        grid_update_adjoint) of the working grids and the tape's."""
+        self.params.grad.fill(0)
+        for grids in [self.grids, *tape_grids]:
+            arrays.zero_array(self.v_grad(grids))
+
+    # ------------------------------------------------------------------ host side
+    def load_params(self, params: torch.Tensor) -> None:
+        """Upload a (B, M, 5) material parameter table."""
+        self.params.from_numpy(params.detach().cpu().numpy().astype(arrays.np_real()))
+
+    def params_grad(self) -> torch.Tensor:
+        return torch.as_tensor(self.params.grad.to_numpy(), dtype=runtime.torch_dtype())
+
+    def write(self, particles: ParticleState, buf: ParticleBuffers, slot: int) -> None:
+        """Torch particle state -> slot ``slot`` of ``buf``."""
+        dt = runtime.torch_dtype()
+        for name, arr in zip(ParticleState.FIELDS, buf.arrays(), strict=True):
+            value = getattr(particles, name).detach().to(dt).contiguous()
+            arrays.transfers(tuple(value.shape[2:]))[1](value, arr, slot)
+
+    def read_array(self, arr, slot: int, trailing: tuple[int, ...]) -> torch.Tensor:
+        """Slot ``slot`` of a slotted particle array as a (B, N, *trailing) tensor."""
+        out = torch.empty(self.batch_size, self.n_particles, *trailing, dtype=runtime.torch_dtype())
+        arrays.transfers(trailing)[0](arr, slot, out)
+        return out
+
+    def read(self, buf: ParticleBuffers, slot: int) -> ParticleState:
+        """Slot ``slot`` of ``buf`` as torch tensors (copies)."""
+        shapes = {"x": (3,), "v": (3,), "C": (3, 3), "F": (3, 3), "J": ()}
+        return ParticleState(*(self.read_array(getattr(buf, f), slot, shapes[f]) for f in ParticleState.FIELDS))
+
+    def add_output_grad(self, buf: ParticleBuffers, slot: int, grad_x: torch.Tensor, grad_v: torch.Tensor) -> None:
+        """Add a loss's gradients with respect to the positions and velocities of slot ``slot``."""
+        add_vec3 = arrays.transfers((3,))[2]
+        add_vec3(grad_x.contiguous(), buf.x.grad, slot)
+        add_vec3(grad_v.contiguous(), buf.v.grad, slot)
+
+    def status(self, buf: ParticleBuffers, slot: int) -> np.ndarray:
+        """(B,) 0 ok, 1 non-finite, 2 a speed above the CFL speed limit, for slot ``slot``."""
+        self.status_flags.fill(0)
+        K.check_state(buf.x, buf.v, slot, self.speed_limit, self.status_flags)
+        return self.status_flags.to_numpy()
