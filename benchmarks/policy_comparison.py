@@ -77,12 +77,14 @@ def run_task(
     name: str, methods: list[str], budget: float, seed: int, overrides: dict, runs: Path, trajopt_lr: float = 0.1
 ) -> dict:
     """All ``methods`` on task ``name``; returns the task's results (JSON-compatible)."""
+    from envs import EnvSpec
     from policies import common, rl
     from policies.cmaes import cmaes
     from policies.trajopt import ActionParameterization, optimize
 
     t_task = time.perf_counter()
-    env = common.make_env(name, overrides=overrides, precision="f32")
+    spec = EnvSpec(name, config_overrides=overrides, precision="f32", seed=seed)
+    env = spec.make()
     task = env.unwrapped.task
     horizon, action_dim = task.horizon, task.action_dim
     result = {"horizon": horizon, "action_dim": action_dim, "overrides": overrides, "methods": {}}
@@ -107,13 +109,10 @@ def run_task(
         elif method in ("ppo", "sac"):
             hyper = {"buffer_size": 50_000} if method == "sac" else {}
             trained = rl.train(
-                name,
+                spec,
                 method,
                 timesteps=10**9,
                 out=runs / name / method,
-                seed=seed,
-                overrides=overrides,
-                precision="f32",
                 hyperparameters=hyper,
                 eval_seed=seed,
                 time_budget=budget,
@@ -210,9 +209,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from policies import common
+    import envs
 
-    names = [common.resolve_task(t) for t in args.tasks] if args.tasks else common.registered_tasks()
+    names = [envs.resolve_task(t) for t in args.tasks] if args.tasks else envs.registered_tasks()
     overrides = {} if args.horizon is None else {"horizon": args.horizon}
     report = {
         "benchmark": "policy_comparison",

@@ -81,18 +81,18 @@ class Collider:
     Attributes:
         shape: a :class:`engine.geometry.Shape`.
         pose: initial pose ``(x, y, z, qw, qx, qy, qz)``; the quaternion is normalized.
-        contact: the :class:`BoundaryCondition` of the grid velocity inside the collider.
+        boundary: the :class:`BoundaryCondition` of the grid velocity inside the collider.
     """
 
     shape: Shape
     pose: tuple[float, ...] = (0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0)
-    contact: BoundaryCondition = field(default_factory=BoundaryCondition)
+    boundary: BoundaryCondition = field(default_factory=BoundaryCondition)
 
     def __post_init__(self):
         if not isinstance(self.shape, Shape):
             raise ValueError(f"Collider.shape must be a Shape, got {type(self.shape).__name__}")
-        if not isinstance(self.contact, BoundaryCondition):
-            raise ValueError(f"Collider.contact must be a BoundaryCondition, got {type(self.contact).__name__}")
+        if not isinstance(self.boundary, BoundaryCondition):
+            raise ValueError(f"Collider.boundary must be a BoundaryCondition, got {type(self.boundary).__name__}")
         object.__setattr__(self, "pose", geometry.normalize_pose(self.pose, "Collider.pose"))
 
     @property
@@ -150,24 +150,7 @@ def pack_colliders(colliders: Sequence[Collider]) -> PackedColliders:
         kinds=np.array([c.kind for c in colliders], dtype=np.int32),
         params=np.array(params, dtype=np.float64).reshape(k, geometry.SHAPE_DIM),
         poses=np.array([c.pose for c in colliders], dtype=np.float64).reshape(k, 7),
-        friction=np.array([c.contact.friction for c in colliders], dtype=np.float64),
-        modes=np.array([c.contact.mode_id for c in colliders], dtype=np.int32),
+        friction=np.array([c.boundary.friction for c in colliders], dtype=np.float64),
+        modes=np.array([c.boundary.mode_id for c in colliders], dtype=np.int32),
         mesh_sdf=mesh_sdf,
     )
-
-
-# --------------------------------------------------------------------------------------------
-# Re-exports: names that other modules still import from here (policies/cli.py,
-# tests/test_mpm_*.py, tests/test_grid_fluid.py and the README example use the shapes and
-# Contact; the MPM solver and simulator used SHAPE_DIM, integrate_poses, pack_mesh_sdfs and
-# sdf_world_static). Their home is engine.geometry (sdf_world_static is engine.geometry.sdf_world);
-# Contact is BoundaryCondition. Delete this block once those imports point there.
-# --------------------------------------------------------------------------------------------
-SHAPE_DIM = geometry.SHAPE_DIM
-Box = geometry.Box
-Cup = geometry.Cup
-Sphere = geometry.Sphere
-integrate_poses = geometry.integrate_poses
-pack_mesh_sdfs = geometry.pack_mesh_sdfs
-sdf_world_static = geometry.sdf_world
-Contact = BoundaryCondition

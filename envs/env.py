@@ -2,8 +2,9 @@
 
 ``FluxLabEnv(task="Pouring")`` wraps a :class:`tasks.base.Task` with batch size 1; every task is
 registered as ``FluxLab/<Task>-v0`` (see :mod:`envs`). The env is a thin adapter: validation of
-actions, Gymnasium's seeding, reward terms in ``info``, blow-up handling; the physics, the
-observation and the loss live in the task.
+actions and Gymnasium's seeding; the step bookkeeping (reward terms in ``info``, blow-up
+handling) is :mod:`envs.step`, shared with the vector env; the physics, the observation and the
+loss live in the task.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from envs.step import finish_step
 from tasks import make_task
 from tasks.base import ensure_runtime
 
@@ -89,10 +91,10 @@ class FluxLabEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         self.task.reset(np.ones(1, dtype=bool), [self.np_random])
-        self._last_obs = self.task.observe()[0]
+        self._last_obs = self.task.observe()
         self._last_loss = self.task.loss()
         self._t = 0
-        return self._last_obs.copy(), {"loss": float(self._last_loss[0])}
+        return self._last_obs[0].copy(), {"loss": float(self._last_loss[0])}
 
     def step(self, action):
         if self._last_obs is None:
@@ -100,20 +102,13 @@ class FluxLabEnv(gym.Env):
         a = np.asarray(action, dtype=np.float64)
         if a.shape != self.action_space.shape:
             raise ValueError(f"action must have shape {self.action_space.shape}, got {a.shape}")
-        diverged = bool(self.task.step(a[None])[0])
+        diverged = self.task.step(a[None])
         self._t += 1
-        if diverged:
-            info = {"loss": float(self._last_loss[0]), "success": False, "diverged": True}
-            return self._last_obs.copy(), 0.0, False, True, info
-        obs = self.task.observe()[0]
-        loss = self.task.loss()
-        terms = self.task.reward_terms(self._last_loss, loss, a[None])
-        reward = float(sum(float(v[0]) for v in terms.values()))
-        self._last_obs, self._last_loss = obs, loss
-        info = {f"reward_{k}": float(v[0]) for k, v in terms.items()}
-        info.update(loss=float(loss[0]), success=bool(self.task.success(loss)[0]), diverged=False)
-        truncated = self._t >= self.task.horizon  # also enforced by TimeLimit at the registered horizon
-        return obs.copy(), reward, bool(self.task.terminated()[0]), truncated, info
+        out = finish_step(self.task, self._last_obs, self._last_loss, a[None], diverged)
+        self._last_obs, self._last_loss = out.obs, out.loss
+        # The horizon is also enforced by TimeLimit at the registered horizon.
+        truncated = bool(out.diverged[0]) or self._t >= self.task.horizon
+        return out.obs[0].copy(), float(out.reward[0]), bool(out.terminated[0]), truncated, out.scene_info(0)
 
     def render(self):
         if self.render_mode != "rgb_array":

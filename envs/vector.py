@@ -4,7 +4,8 @@ The engine's batch axis does the vectorization (no subprocesses, no Python loop 
 Semantics match ``gymnasium.vector.SyncVectorEnv`` over B :class:`envs.env.FluxLabEnv` with
 ``max_episode_steps`` = the task horizon: ``reset(seed=s)`` seeds scene i with ``s + i``, and
 autoreset is Gymnasium's default next-step mode (the step after an episode ends resets that
-scene and returns its first observation with reward 0 and no termination).
+scene and returns its first observation with reward 0 and no termination). The step bookkeeping
+(rewards, blow-up masking, ``info``) is :mod:`envs.step`, shared with the single env.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
+from envs.step import finish_step
 from tasks import make_task
 from tasks.base import ensure_runtime
 
@@ -96,23 +98,12 @@ class FluxLabVectorEnv(gym.vector.VectorEnv):
         diverged = self.task.step(a)
         if restart.any():
             self.task.reset(restart, self._rngs)
-        obs, loss = self.task.observe(), self.task.loss()
-        terms = self.task.reward_terms(self._last_loss, loss, a)
-        reward = np.sum(np.stack(list(terms.values())), axis=0)
-        success = self.task.success(loss)
-        terminated = self.task.terminated().copy()
-        diverged &= ~restart
-        obs[diverged], loss[diverged] = self._last_obs[diverged], self._last_loss[diverged]
-        reward[diverged | restart] = 0.0
+        out = finish_step(self.task, self._last_obs, self._last_loss, a, diverged, restart)
         self._t = np.where(restart, 0, self._t + 1)
-        terminated &= ~restart & ~diverged
-        truncated = (diverged | (self._t >= self.max_episode_steps)) & ~restart & ~terminated
-        success &= ~diverged
-        self._autoreset = terminated | truncated
-        self._last_obs, self._last_loss = obs, loss
-        info = {f"reward_{k}": np.where(restart | diverged, 0.0, v) for k, v in terms.items()}
-        info.update(loss=loss.copy(), success=success, diverged=diverged)
-        return obs.copy(), reward.astype(np.float64), terminated, truncated, info
+        truncated = (out.diverged | (self._t >= self.max_episode_steps)) & ~restart & ~out.terminated
+        self._autoreset = out.terminated | truncated
+        self._last_obs, self._last_loss = out.obs, out.loss
+        return out.obs.copy(), out.reward, out.terminated, truncated, out.info
 
     def render(self):
         if self.render_mode != "rgb_array":

@@ -1,12 +1,12 @@
 """The ``fluxlab`` console script: a thin argparse layer over the engine, envs and policies.
 
+Each handler parses its options into an :class:`envs.EnvSpec` (task, preset, config overrides,
+precision, seed), calls one library function and prints what it did.
+
 Subcommands
     ``fluxlab demo``
-        Builds a small scene - a water block dropped into a glass ``Cup`` standing on the floor,
-        a light rigid cube (``RIGID_BODY`` particles, half the density of water) dropped onto
-        it, and a ``Box`` paddle driven through the water at a constant velocity by the control
-        - steps it with the :class:`engine.simulator.Simulator` fast path, renders every step
-        with :class:`engine.render.Renderer` and writes a video (``.mp4`` or ``.gif``).
+        Simulates and renders the engine's demo scene (water, a glass cup, a floating cube and a
+        paddle; :mod:`policies.demo`) and writes a video (``.mp4`` or ``.gif``).
     ``fluxlab train-preconditioner ...``
         Forwards the rest of the command line to :func:`engine.linsolve.train.main`.
     ``fluxlab rollout --task Pouring-v0 --policy random|scripted|FILE.npz|FILE.zip --video out.mp4``
@@ -22,9 +22,10 @@ Subcommands
 ``optimize`` and ``cmaes`` write to ``--out``: ``log.csv``, TensorBoard events (``tb/``),
 ``loss.png``, ``best.npz`` (reload with ``fluxlab rollout --policy``), ``best.mp4`` (the best
 trajectory replayed in the env; its final loss is checked against the recorded one) and
-``summary.json``. ``train`` writes ``model.zip`` (+ ``model.json``), ``best_model.zip``,
-monitor CSVs, ``evaluations.npz``, ``tb/``, ``learning_curve.png``, ``summary.json`` and a video.
-Task ids may be given with or without the ``FluxLab/`` prefix and ``-v0`` suffix.
+``summary.json`` (:mod:`policies.runs`). ``train`` writes ``model.zip`` (+ ``model.json``),
+``best_model.zip``, monitor CSVs, ``evaluations.npz``, ``tb/``, ``learning_curve.png``,
+``summary.json`` and a video. Task ids may be given with or without the ``FluxLab/`` prefix and
+``-v0`` suffix.
 
 Usage: ``fluxlab demo --out demo.mp4 --steps 60 --precision f32`` (about a minute on a 2-core
 CPU; ``--small`` is a coarse, fast variant for smoke tests).
@@ -32,7 +33,6 @@ CPU; ``--small`` is a coarse, fast variant for smoke tests).
 
 import argparse
 import sys
-import time
 from collections.abc import Sequence
 
 _TRAIN = "train-preconditioner"
@@ -140,131 +140,27 @@ def _add_policy_parsers(sub) -> None:
     rl.set_defaults(handler=_train)
 
 
-def demo_scene(small: bool = False):
-    """The demo Model and its constant control.
-
-    Args:
-        small: coarse variant (grid 32, ~3k particles) for smoke tests.
-
-    Returns:
-        ``(model, paddle_speed_fn)``: the Model, and a function ``steps -> paddle speed [m/s]``
-        that moves the paddle ~0.2 m over the run (capped at 0.4 m/s).
-    """
-    from engine import sampling
-    from engine.colliders import Box, Collider, Contact, Cup
-    from engine.config import SimConfig
-    from engine.materials import RIGID_BODY, WATER
-    from engine.scene import SceneBuilder
-
-    if small:
-        config = SimConfig(grid_res=32, dt=6e-4, substeps=12)
-    else:
-        # dx = 1/48 m; water's sound speed 20 m/s crosses 0.48 dx per substep (CFL-stable).
-        config = SimConfig(grid_res=48, dt=5e-4, substeps=24)
-    lo = config.boundary_cells * config.dx
-    spacing = 0.5 * config.dx
-    cup_radius, cup_height, wall = 0.2, 0.26, max(0.025, 1.1 * config.dx)
-    cup = Collider(Cup(cup_radius, cup_height, wall), pose=(0.5, 0.5, lo, 1.0, 0.0, 0.0, 0.0))
-    paddle = Collider(
-        Box((0.012, 0.085, 0.11)),
-        pose=(0.39, 0.5, lo + wall + 0.125, 1.0, 0.0, 0.0, 0.0),
-        contact=Contact(friction=0.3, mode="slip"),
-    )
-    builder = SceneBuilder(config)
-    inner = cup_radius - wall
-    water = sampling.cylinder((0.5, 0.5, lo + wall + 0.03), inner - spacing, 0.16, spacing, jitter=0.5, rng=0)
-    d_paddle, _ = paddle.sdf(water)
-    d_cup, _ = cup.sdf(water)
-    water = water[(d_paddle > spacing) & (d_cup > 0.5 * spacing)]
-    builder.add_particles(water, WATER, spacing)
-    top = float(water[:, 2].max())
-    side = 0.08
-    c0 = (0.58, 0.5, top + 0.03 + 0.5 * side)
-    cube = sampling.box(
-        (c0[0] - side / 2, c0[1] - side / 2, c0[2] - side / 2),
-        (c0[0] + side / 2, c0[1] + side / 2, c0[2] + side / 2),
-        spacing,
-    )
-    builder.add_particles(cube, RIGID_BODY, spacing)
-    builder.add_collider(cup)
-    builder.add_collider(paddle)
-    model = builder.build()
-    step_time = config.dt * config.substeps
-
-    def paddle_speed(steps: int) -> float:
-        return min(0.4, 0.2 / (max(steps, 1) * step_time))
-
-    return model, paddle_speed
-
-
 def _demo(args: argparse.Namespace) -> int:
     if args.steps < 1:
         print("fluxlab demo: --steps must be >= 1", file=sys.stderr)
         return 2
-    import numpy as np
-    import torch
-    from tqdm import tqdm
-
-    import engine
-    from engine.render import Renderer, particle_colors, write_video
-    from engine.simulator import Simulator
-    from engine.state import SimulationDiverged
-
     if not args.out.lower().endswith((".mp4", ".gif")):
         print(f"fluxlab demo: --out must end in .mp4 or .gif, got {args.out!r}", file=sys.stderr)
         return 2
-    t_start = time.perf_counter()
-    engine.init(arch=args.arch, precision=args.precision)
-    model, paddle_speed = demo_scene(small=args.small)
-    sim = Simulator(model, batch_size=1)
-    sim.reset()
-    control = torch.zeros(1, model.n_colliders, 6, dtype=sim.dtype)
-    control[0, 1, 0] = paddle_speed(args.steps)  # collider 1 = paddle, +x
-    size = args.size or (128 if args.small else 256)
-    lo = model.config.boundary_cells * model.config.dx
-    renderer = Renderer(
-        width=size,
-        height=size,
-        camera_pos=(0.5, -0.2, 0.76),
-        look_at=(0.5, 0.5, 0.14),
-        fov_deg=45.0,
-        particle_radius=0.7 * 0.5 * model.config.dx,
-        floor_z=lo,
-    )
-    colors = particle_colors(model)
+    from engine.state import SimulationDiverged
+    from policies import demo
 
-    def frame() -> np.ndarray:
-        state = sim.get_state()
-        poses = state.collider_pose[0].numpy()
-        return renderer.render(state.x[0], colors, list(zip(model.colliders, poses, strict=True)))
-
-    t0 = time.perf_counter()
-    frames = [frame()]  # the first frame also compiles the render kernels
-    render_times = [time.perf_counter() - t0]
-    t_sim = 0.0
-    bar = tqdm(range(args.steps), desc="fluxlab demo", unit="step", disable=args.no_progress)
+    options = {"precision": args.precision, "arch": args.arch, "small": args.small, "size": args.size}
     try:
-        for _ in bar:
-            t0 = time.perf_counter()
-            sim.step(control)
-            t1 = time.perf_counter()
-            frames.append(frame())
-            t_sim += t1 - t0
-            render_times.append(time.perf_counter() - t1)
+        r = demo.run(args.out, steps=args.steps, fps=args.fps, progress=not args.no_progress, **options)
     except SimulationDiverged as err:
         print(f"fluxlab demo: {err}", file=sys.stderr)
         return 1
-    finally:
-        bar.close()
-    path = write_video(frames, args.out, fps=args.fps)
-    total = time.perf_counter() - t_start
-    print(f"wrote {path}")
+    print(f"wrote {r.video}")
     print(
-        f"{model.n_particles} particles, grid {model.config.grid_res}^3, {args.steps} steps x "
-        f"{model.config.substeps} substeps, {len(frames)} frames {size}x{size}; "
-        f"simulate {t_sim:.1f} s, render {sum(render_times):.1f} s "
-        f"(median {1e3 * float(np.median(render_times[1:] or render_times)):.0f} ms/frame), "
-        f"total {total:.1f} s"
+        f"{r.particles} particles, grid {r.grid_res}^3, {r.steps} steps x {r.substeps} substeps, {r.frames} frames "
+        f"{r.size}x{r.size}; simulate {r.simulate_s:.1f} s, render {r.render_s:.1f} s "
+        f"(median {r.median_render_ms:.0f} ms/frame), total {r.total_s:.1f} s"
     )
     return 0
 
@@ -274,6 +170,7 @@ class _UsageError(ValueError):
 
 
 def _overrides(args: argparse.Namespace) -> dict:
+    """The config overrides of ``--set KEY=VALUE`` and ``--horizon``."""
     from policies.common import parse_overrides
 
     overrides = parse_overrides(args.overrides)
@@ -284,322 +181,164 @@ def _overrides(args: argparse.Namespace) -> dict:
     return overrides
 
 
+def _spec(args: argparse.Namespace):
+    """The env of the command line (precision f32 and seed 0 unless given)."""
+    from envs import EnvSpec
+
+    seed = 0 if args.seed is None else args.seed
+    return EnvSpec(args.task, args.preset, _overrides(args), args.precision or "f32", seed)
+
+
 def _check_video(path: str | None) -> None:
     if path and not path.lower().endswith((".mp4", ".gif")):
         raise _UsageError(f"video must end in .mp4 or .gif, got {path!r}")
 
 
+def _run_dir(args: argparse.Namespace, command: str, spec) -> str:
+    return args.out or f"runs/{command}-{spec.task}-s{spec.seed}"
+
+
+def _rollout_source(args: argparse.Namespace):
+    """The policy of ``--policy`` and the env to run it in: the command line's for random and
+    scripted; a saved policy's own, with ``--precision``, ``--seed`` (a model: 0 unless given) and
+    config overrides from the command line on top (``--preset`` does not apply)."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    from envs import resolve_task
+    from policies.runs import PolicySource
+
+    if args.policy not in ("random", "scripted") and Path(args.policy).suffix not in (".npz", ".zip"):
+        raise _UsageError(f"--policy must be random, scripted, a .npz trajectory or a .zip model, got {args.policy}")
+    source = PolicySource.load(args.policy)
+    if source.spec is None:
+        if args.task is None:
+            raise _UsageError("--task is required with --policy random|scripted")
+        return source, _spec(args)
+    spec, overrides = source.spec, _overrides(args)
+    if args.task is not None and resolve_task(args.task) != spec.task:
+        raise _UsageError(f"{args.policy} is for task {spec.task!r}, not {args.task!r}")
+    if overrides and source.trajectory is not None:
+        print(f"note: config overrides {overrides} on top of the trajectory's {spec.overrides}; the loss may differ")
+    seed = args.seed
+    if seed is None:
+        seed = spec.seed if source.trajectory is not None else 0  # a model's spec holds its training seed
+    return source, replace(spec.with_overrides(**overrides), precision=args.precision or spec.precision, seed=seed)
+
+
 def _rollout(args: argparse.Namespace) -> int:
-    from engine.render import write_video
-    from policies import common, io
+    from policies import runs
 
     if args.steps is not None and args.steps < 1:
         raise _UsageError(f"--steps must be >= 1, got {args.steps}")
     _check_video(args.video)
-    overrides, preset, seed, trajectory, model = {}, args.preset, args.seed, None, None
-    precision = args.precision
-    task = args.task
-    if args.policy in ("random", "scripted"):
-        if task is None:
-            raise _UsageError("--task is required with --policy random|scripted")
-    else:
-        from pathlib import Path
-
-        path = Path(args.policy)
-        if path.suffix == ".npz":
-            trajectory = io.load_trajectory(path)
-            file_task, preset, overrides = trajectory.task, trajectory.preset, dict(trajectory.overrides)
-            seed = trajectory.seed if seed is None else seed
-            precision = precision or trajectory.metadata.get("precision")
-        elif path.suffix == ".zip":
-            model, meta = io.load_model(path)
-            file_task, preset, overrides = meta["task"], meta.get("preset", "cpu"), dict(meta["overrides"])
-            precision = precision or meta.get("precision")
-        else:
-            raise _UsageError(f"--policy must be random, scripted, a .npz trajectory or a .zip model, got {path}")
-        if task is not None and common.resolve_task(task) != common.resolve_task(file_task):
-            raise _UsageError(f"{path} is for task {file_task!r}, not {task!r}")
-        task = file_task
-    extra = _overrides(args)
-    if extra and trajectory is not None:
-        print(f"note: config overrides {extra} on top of the trajectory's {overrides}; the loss may differ")
-    overrides.update(extra)
-    seed = 0 if seed is None else seed
-    env = common.make_env(
-        task,
-        preset=preset,
-        overrides=overrides,
-        render_mode="rgb_array" if args.video else None,
-        render_size=args.size,
-        precision=precision or "f32",
-    )
-    steps = args.steps
-    if args.policy == "random":
-        policy = common.random_policy(env, seed)
-    elif args.policy == "scripted":
-        policy = common.scripted_policy(env)
-    elif trajectory is not None:
-        if steps is not None and steps > len(trajectory.actions):
-            raise _UsageError(f"--steps {steps} exceeds the {len(trajectory.actions)} steps of {args.policy}")
-        steps = steps or len(trajectory.actions)
-        policy = common.open_loop_policy(trajectory.actions)
-    else:
-        from policies.rl import model_policy
-
-        policy = model_policy(model)
-    name = common.resolve_task(task)
-    episode = common.run_episode(
-        env,
-        policy,
-        seed=seed,
-        steps=steps,
-        render=bool(args.video),
-        progress=not args.no_progress,
-        desc=f"rollout {name}",
-    )
-    if args.video:
-        print(f"wrote {write_video(episode.frames, args.video, fps=env.metadata['render_fps'])}")
-    env.close()
-    print(f"task {name}, policy {args.policy}, seed {seed}, {episode.steps} steps in {episode.seconds:.1f} s")
-    print(f"total reward {episode.total_reward:.6g}, final loss {episode.final_loss:.6g}, success {episode.success}")
-    if episode.diverged:
+    source, spec = _rollout_source(args)
+    options = {"steps": args.steps, "video": args.video, "render_size": args.size, "progress": not args.no_progress}
+    run = runs.rollout(spec, source, **options)
+    if run["video"]:
+        print(f"wrote {run['video']}")
+    print(f"task {spec.task}, policy {args.policy}, seed {spec.seed}, {run['steps']} steps in {run['seconds']:.1f} s")
+    print(f"total reward {run['total_reward']:.6g}, final loss {run['final_loss']:.6g}, success {run['success']}")
+    if run["diverged"]:
         print("warning: the simulation diverged; the episode was truncated", file=sys.stderr)
-    if trajectory is not None:
-        diff = episode.final_loss - trajectory.loss
-        print(f"recorded loss {trajectory.loss:.6g} (replay - recorded = {diff:.3g})")
+    if run["recorded_loss"] is not None:
+        diff = run["final_loss"] - run["recorded_loss"]
+        print(f"recorded loss {run['recorded_loss']:.6g} (replay - recorded = {diff:.3g})")
     return 0
 
 
-def _run_dir(args: argparse.Namespace, command: str, name: str, seed: int):
-    from pathlib import Path
+def _open_loop_settings(args: argparse.Namespace):
+    from policies.runs import OpenLoopSettings
 
-    return Path(args.out or f"runs/{command}-{name}-s{seed}")
-
-
-def _open_loop_run(args: argparse.Namespace, command: str):
-    """Common set-up of ``optimize`` and ``cmaes``: env, parameterization, run directory."""
-    from policies import common
-    from policies.trajopt import ActionParameterization
-
-    name = common.resolve_task(args.task)
-    seed = 0 if args.seed is None else args.seed
-    args.precision = args.precision or "f32"
-    overrides = _overrides(args)
-    env = common.make_env(
-        name,
-        preset=args.preset,
-        overrides=overrides,
-        render_mode=None if args.no_video else "rgb_array",
-        render_size=args.size,
-        precision=args.precision,
-    )
-    task = env.unwrapped.task
-    param = ActionParameterization(task.horizon, task.action_dim, args.param, args.knots, args.squash)
-    return name, seed, overrides, env, param, _run_dir(args, command, name, seed)
-
-
-def _finish_open_loop(args, command, name, seed, overrides, env, param, out, result, extra: dict) -> int:
-    """Save the best trajectory, replay it in the env (video), check the replayed loss, write a summary."""
-    import json
-
-    from engine.render import write_video
-    from policies import common, io
-
-    trajectory = io.Trajectory(
-        actions=result.actions,
-        loss=result.loss,
-        task=name,
-        seed=seed,
-        preset=args.preset,
-        overrides=overrides,
-        method=command,
-        metadata={**param.describe(), "precision": args.precision, **extra},
-    )
-    npz = io.save_trajectory(out / "best.npz", trajectory)
-    replay = common.run_episode(
-        env,
-        common.open_loop_policy(result.actions),
-        seed=seed,
-        render=not args.no_video,
-        progress=not args.no_progress,
-        desc="replay best",
-    )
-    video = None
-    if not args.no_video:
-        video = write_video(replay.frames, out / f"best.{args.video_format}", fps=env.metadata["render_fps"])
-    env.close()
-    summary = {
-        "command": command,
-        "task": name,
-        "seed": seed,
-        "preset": args.preset,
-        "precision": args.precision,
-        "overrides": overrides,
-        **param.describe(),
-        **extra,
-        "initial_loss": result.initial_loss,
-        "best_loss": result.loss,
-        "replay_loss": replay.final_loss,
-        "replay_success": replay.success,
-        "replay_return": replay.total_reward,
-        "stopped": result.stopped,
-        "trajectory": str(npz),
-        "video": video,
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(f"wrote {npz}" + (f" and {video}" if video else ""))
-    print(f"{name}: loss {result.initial_loss:.6g} (zero actions) -> {result.loss:.6g} (best, {result.stopped})")
-    gap = abs(replay.final_loss - result.loss)
-    print(f"replay: final loss {replay.final_loss:.6g} (|replay - recorded| = {gap:.3g}), success {replay.success}")
-    if gap > 1e-3 * max(1.0, abs(result.loss)):
-        print("warning: the replayed loss differs from the recorded one by more than 1e-3", file=sys.stderr)
-    return 0
-
-
-def _optimize(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from policies import common, trajopt
-
-    if args.iters < 1 or not args.lr > 0:
-        raise _UsageError(f"need --iters >= 1 and --lr > 0, got {args.iters}, {args.lr}")
-    name, seed, overrides, env, param, out = _open_loop_run(args, "optimize")
-    columns = ("iter", "loss", "best_loss", "grad_norm", "lr", "iter_s", "time_s")
-    with common.RunLog(out, columns, tensorboard=not args.no_tensorboard) as log:
-        result = trajopt.optimize(
-            env,
-            param,
-            iters=args.iters,
-            lr=args.lr,
-            optimizer=args.optimizer,
-            clip=args.clip if args.clip > 0 else None,
-            seed=seed,
-            time_budget=args.time_budget,
-            callback=lambda row: log.log(**row),
-            progress=not args.no_progress,
-        )
-    rows = result.history
-    iters = [r["iter"] for r in rows]
-    common.plot_curves(
-        {"loss": (iters, [r["loss"] for r in rows]), "best": (iters, [r["best_loss"] for r in rows])},
-        out / "loss.png",
-        xlabel="iteration",
-        ylabel="task loss",
-        title=f"{name}: trajectory optimization ({args.optimizer}, {param.kind})",
-    )
-    seconds = [r["iter_s"] for r in rows[1:]] or [rows[0]["iter_s"]]  # the first one compiles kernels
-    print(
-        f"{len(rows)} iterations, median {float(np.median(seconds)):.2f} s per iteration "
-        "(forward + backward; the first, which compiles kernels, excluded)"
-    )
-    extra = {
-        "iterations": len(rows),
-        "optimizer": args.optimizer,
-        "lr": args.lr,
-        "clip": args.clip,
-        "median_iter_s": float(np.median(seconds)),
-    }
-    return _finish_open_loop(args, "optimize", name, seed, overrides, env, param, out, result, extra)
-
-
-def _cmaes(args: argparse.Namespace) -> int:
-    from policies import cmaes, common
-
-    if args.evals < 2 or not args.sigma > 0:
-        raise _UsageError(f"need --evals >= 2 and --sigma > 0, got {args.evals}, {args.sigma}")
-    name, seed, overrides, env, param, out = _open_loop_run(args, "cmaes")
-    columns = ("evals", "generation", "loss", "mean_loss", "best_loss", "sigma", "time_s")
-    with common.RunLog(out, columns, tensorboard=not args.no_tensorboard) as log:
-        result = cmaes.cmaes(
-            env,
-            param,
-            evals=args.evals,
-            sigma=args.sigma,
-            popsize=args.popsize,
-            seed=seed,
-            time_budget=args.time_budget,
-            callback=lambda row: log.log(**row),
-            progress=not args.no_progress,
-        )
-    rows = result.history
-    evals = [r["evals"] for r in rows]
-    common.plot_curves(
-        {
-            "generation best": (evals, [r["loss"] for r in rows]),
-            "generation mean": (evals, [r["mean_loss"] for r in rows]),
-            "best so far": (evals, [r["best_loss"] for r in rows]),
-        },
-        out / "loss.png",
-        xlabel="loss evaluations",
-        ylabel="task loss",
-        title=f"{name}: CMA-ES ({param.kind}, {param.knots} knots)",
-        hlines={"zero actions": result.initial_loss},
-    )
-    extra = {"evals": result.evals, "generations": len(rows), "sigma0": args.sigma}
-    return _finish_open_loop(args, "cmaes", name, seed, overrides, env, param, out, result, extra)
-
-
-def _train(args: argparse.Namespace) -> int:
-    import json
-
-    from policies import common, rl
-
-    if args.timesteps < 1 or args.num_envs < 1 or args.eval_episodes < 1:
-        raise _UsageError("--timesteps, --num-envs and --eval-episodes must be >= 1")
-    _check_video(args.video)
-    name = common.resolve_task(args.task)
-    seed = 0 if args.seed is None else args.seed
-    args.precision = args.precision or "f32"
-    out = _run_dir(args, f"train-{args.algo}", name, seed)
-    hyper = {}
-    if args.n_steps is not None:
-        if args.algo != "ppo":
-            raise _UsageError("--n-steps applies to PPO only")
-        hyper["n_steps"] = args.n_steps
-    if args.batch_size is not None:
-        hyper["batch_size"] = args.batch_size
-    overrides = _overrides(args)
-    result = rl.train(
-        name,
-        args.algo,
-        timesteps=args.timesteps,
-        out=out,
-        num_envs=args.num_envs,
-        seed=seed,
-        preset=args.preset,
-        overrides=overrides,
-        precision=args.precision,
-        learning_rate=args.lr,
-        hyperparameters=hyper,
-        eval_freq=args.eval_freq,
-        eval_episodes=args.eval_episodes,
+    return OpenLoopSettings(
+        param=args.param,
+        knots=args.knots,
+        squash=args.squash,
         time_budget=args.time_budget,
-        video=(out / args.video) if args.video else None,
+        video_format=None if args.no_video else args.video_format,
         render_size=args.size,
         tensorboard=not args.no_tensorboard,
         progress=not args.no_progress,
     )
-    episodes = result.evaluation
-    summary = {
-        "command": "train",
-        "task": name,
-        "algo": args.algo,
-        "seed": seed,
-        "preset": args.preset,
-        "precision": args.precision,
-        "overrides": overrides,
-        "timesteps": result.timesteps,
-        "seconds": result.seconds,
-        "model": str(result.model_path),
-        "best_model": str(result.best_model_path) if result.best_model_path else None,
-        "eval_final_loss": [e.final_loss for e in episodes],
-        "eval_return": [e.total_reward for e in episodes],
-        "eval_success": [e.success for e in episodes],
-        "training_episodes": len(result.curve.get("l", [])),
+
+
+def _print_open_loop(run: dict) -> None:
+    """What ``optimize`` and ``cmaes`` report: the files, the search, the replay."""
+    print(f"wrote {run['trajectory']}" + (f" and {run['video']}" if run["video"] else ""))
+    loss = run["best_loss"]
+    print(f"{run['task']}: loss {run['initial_loss']:.6g} (zero actions) -> {loss:.6g} (best, {run['stopped']})")
+    replay = run["replay_loss"]
+    gap = abs(replay - loss)
+    print(f"replay: final loss {replay:.6g} (|replay - recorded| = {gap:.3g}), success {run['replay_success']}")
+    if gap > 1e-3 * max(1.0, abs(loss)):
+        print("warning: the replayed loss differs from the recorded one by more than 1e-3", file=sys.stderr)
+
+
+def _optimize(args: argparse.Namespace) -> int:
+    from policies import runs
+
+    if args.iters < 1 or not args.lr > 0:
+        raise _UsageError(f"need --iters >= 1 and --lr > 0, got {args.iters}, {args.lr}")
+    spec = _spec(args)
+    search = {
+        "iters": args.iters,
+        "lr": args.lr,
+        "optimizer": args.optimizer,
+        "clip": args.clip if args.clip > 0 else None,
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    run = runs.optimize_run(spec, _run_dir(args, "optimize", spec), _open_loop_settings(args), **search)
+    print(
+        f"{run['iterations']} iterations, median {run['median_iter_s']:.2f} s per iteration "
+        "(forward + backward; the first, which compiles kernels, excluded)"
+    )
+    _print_open_loop(run)
+    return 0
+
+
+def _cmaes(args: argparse.Namespace) -> int:
+    from policies import runs
+
+    if args.evals < 2 or not args.sigma > 0:
+        raise _UsageError(f"need --evals >= 2 and --sigma > 0, got {args.evals}, {args.sigma}")
+    spec = _spec(args)
+    search = {"evals": args.evals, "sigma": args.sigma, "popsize": args.popsize}
+    _print_open_loop(runs.cmaes_run(spec, _run_dir(args, "cmaes", spec), _open_loop_settings(args), **search))
+    return 0
+
+
+def _train_options(args: argparse.Namespace, out) -> dict:
+    """Keyword arguments of :func:`policies.rl.train` from the command line."""
+    hyper = {k: v for k, v in (("n_steps", args.n_steps), ("batch_size", args.batch_size)) if v is not None}
+    return {
+        "timesteps": args.timesteps,
+        "num_envs": args.num_envs,
+        "learning_rate": args.lr,
+        "hyperparameters": hyper,
+        "eval_freq": args.eval_freq,
+        "eval_episodes": args.eval_episodes,
+        "time_budget": args.time_budget,
+        "video": (out / args.video) if args.video else None,
+        "render_size": args.size,
+        "tensorboard": not args.no_tensorboard,
+        "progress": not args.no_progress,
+    }
+
+
+def _train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from policies import rl
+
+    if args.timesteps < 1 or args.num_envs < 1 or args.eval_episodes < 1:
+        raise _UsageError("--timesteps, --num-envs and --eval-episodes must be >= 1")
+    if args.n_steps is not None and args.algo != "ppo":
+        raise _UsageError("--n-steps applies to PPO only")
+    _check_video(args.video)
+    spec = _spec(args)
+    out = Path(_run_dir(args, f"train-{args.algo}", spec))
+    result = rl.train(spec, args.algo, out=out, **_train_options(args, out))
     print(f"wrote {result.model_path} ({result.timesteps} steps in {result.seconds:.1f} s) and {out}")
-    for i, e in enumerate(episodes):
+    for i, e in enumerate(result.evaluation):
         print(f"eval episode {i}: return {e.total_reward:.6g}, final loss {e.final_loss:.6g}, success {e.success}")
     return 0
 

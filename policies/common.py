@@ -1,53 +1,31 @@
-"""Plumbing shared by FluxLab's policy tools: task ids, env construction, episodes, run logs, plots.
+"""Plumbing shared by FluxLab's policy tools: config overrides, episodes, run logs and summaries, plots.
 
-Nothing here is an algorithm. It resolves task ids (``Pouring``, ``Pouring-v0`` or
-``FluxLab/Pouring-v0``), makes the registered Gymnasium envs with a time limit that matches the
-task horizon after config overrides, runs one episode of a policy ``(obs, t) -> action`` (the
-quantity reported everywhere is the task loss ``info["loss"]`` after the last step, the
-objective of FluidLab's trajectory optimization, Xian et al., ICLR 2023, Sec. 5), and writes
-the per-run logs (CSV and TensorBoard) and curve plots.
+Nothing here is an algorithm. It parses ``KEY=VALUE`` config overrides, runs one episode of a
+policy ``(obs, t) -> action`` in an env (made from an :class:`envs.EnvSpec`; the quantity
+reported everywhere is the task loss ``info["loss"]`` after the last step, the objective of
+FluidLab's trajectory optimization, Xian et al., ICLR 2023, Sec. 5), and writes the per-run logs
+(CSV and TensorBoard), the run summaries (JSON) and curve plots.
 """
 
 from __future__ import annotations
 
 import ast
 import csv
+import json
 import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from envs import EnvSpec
+
 #: A policy maps the current observation and the 0-based env step to an action in [-1, 1]^A.
 Policy = Callable[[np.ndarray, int], np.ndarray]
-
-
-def resolve_task(task: str) -> str:
-    """The registered task name of ``task`` given as ``Pouring``, ``Pouring-v0`` or ``FluxLab/Pouring-v0``.
-
-    Raises:
-        ValueError: the task is not registered (the message lists the registered ids).
-    """
-    import envs
-
-    name = str(task)
-    if name.startswith(f"{envs.NAMESPACE}/"):
-        name = name[len(envs.NAMESPACE) + 1 :]
-    if name.endswith("-v0"):
-        name = name[: -len("-v0")]
-    if envs.env_id(name) not in envs.ENV_IDS:
-        raise ValueError(f"unknown task {task!r}; registered: {', '.join(envs.ENV_IDS)}")
-    return name
-
-
-def registered_tasks() -> list[str]:
-    """Names of all registered tasks (those whose module is present)."""
-    import envs
-
-    return [resolve_task(eid) for eid in envs.ENV_IDS]
 
 
 def parse_overrides(items: Sequence[str] | None) -> dict[str, Any]:
@@ -68,73 +46,6 @@ def parse_overrides(items: Sequence[str] | None) -> dict[str, Any]:
         except (ValueError, SyntaxError):
             out[key] = raw.strip()
     return out
-
-
-def task_horizon(task: str, preset: str = "cpu", overrides: dict[str, Any] | None = None) -> int:
-    """Episode length [env steps] of ``task`` at ``preset`` after ``overrides``."""
-    import tasks
-
-    overrides = overrides or {}
-    if "horizon" in overrides:
-        return int(overrides["horizon"])
-    return int(tasks.task_class(resolve_task(task)).default_config(preset).horizon)
-
-
-def make_env(
-    task: str,
-    *,
-    preset: str = "cpu",
-    overrides: dict[str, Any] | None = None,
-    render_mode: str | None = None,
-    render_size: int | None = None,
-    precision: str | None = None,
-):
-    """``gymnasium.make`` of a FluxLab task whose time limit equals the (overridden) task horizon.
-
-    The registry's ``max_episode_steps`` is the cpu-preset horizon; a ``horizon`` override or
-    another preset would otherwise leave the episode running past the task horizon.
-    """
-    import gymnasium as gym
-
-    import envs
-
-    name = resolve_task(task)
-    overrides = dict(overrides or {})
-    return gym.make(
-        envs.env_id(name),
-        max_episode_steps=task_horizon(name, preset, overrides),
-        preset=preset,
-        render_mode=render_mode,
-        render_size=render_size,
-        precision=precision,
-        **overrides,
-    )
-
-
-def make_vector_env(
-    task: str,
-    num_envs: int,
-    *,
-    preset: str = "cpu",
-    overrides: dict[str, Any] | None = None,
-    precision: str | None = None,
-):
-    """The batched ``FluxLabVectorEnv`` of ``task`` (``gymnasium.make_vec`` with the vector entry point)."""
-    import gymnasium as gym
-
-    import envs
-
-    name = resolve_task(task)
-    overrides = dict(overrides or {})
-    return gym.make_vec(
-        envs.env_id(name),
-        num_envs=num_envs,
-        vectorization_mode="vector_entry_point",
-        max_episode_steps=task_horizon(name, preset, overrides),
-        preset=preset,
-        precision=precision,
-        **overrides,
-    )
 
 
 @dataclass
@@ -293,6 +204,19 @@ class RunLog:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def run_summary(command: str, spec: EnvSpec, **facts: Any) -> dict[str, Any]:
+    """The JSON-compatible summary of a run: ``command``, the env (:meth:`envs.EnvSpec.to_dict`
+    keys at the top level: task, preset, overrides, precision, seed), then ``facts``."""
+    return {"command": command, **spec.to_dict(), **facts}
+
+
+def write_summary(out: str | Path, summary: dict[str, Any]) -> Path:
+    """Write ``summary`` to ``out/summary.json`` (indented JSON); returns the path."""
+    path = Path(out) / "summary.json"
+    path.write_text(json.dumps(summary, indent=2))
+    return path
 
 
 def plot_curves(

@@ -3,11 +3,13 @@
 A trajectory file is a plain ``numpy.savez`` archive of arrays only (no pickled objects; it is
 read back with ``allow_pickle=False``): the actions (T, A) in [-1, 1], the task loss they
 reached (the differentiable loss of the full-horizon rollout, equal to the env's final
-``info["loss"]`` on replay from the same reset seed, see :mod:`policies.trajopt`), the task name,
-preset, reset seed, the task-config overrides (a JSON string) and free-form metadata (JSON).
+``info["loss"]`` on replay from the spec's reset seed, see :mod:`policies.trajopt`), the env it
+belongs to (:meth:`envs.EnvSpec.to_dict` as a JSON string), the method that produced it and
+free-form metadata (JSON). Files of the format ``fluxlab-trajectory-v1`` (task, preset, seed and
+overrides as separate fields, the precision in the metadata) are read too.
 Stable-Baselines3 models are loaded with SB3's own loader (which reads the network weights with
 ``torch.load(weights_only=True)``), its cloudpickled fields replaced via ``custom_objects`` from a
-JSON side file (task, algorithm, spaces) so nothing is unpickled. Missing files
+JSON side file (env spec, algorithm, spaces) so nothing is unpickled. Missing files
 raise ``FileNotFoundError`` and unreadable or malformed ones ``ValueError``, both naming the file.
 """
 
@@ -21,8 +23,14 @@ from typing import Any
 
 import numpy as np
 
-TRAJECTORY_FORMAT = "fluxlab-trajectory-v1"
-_KEYS = ("format", "actions", "loss", "task", "preset", "seed", "overrides", "method", "metadata")
+from envs import EnvSpec
+
+TRAJECTORY_FORMAT = "fluxlab-trajectory-v2"
+#: Fields of each readable trajectory format.
+_KEYS = {
+    TRAJECTORY_FORMAT: ("format", "actions", "loss", "spec", "method", "metadata"),
+    "fluxlab-trajectory-v1": ("format", "actions", "loss", "task", "preset", "seed", "overrides", "method", "metadata"),
+}
 
 
 @dataclass
@@ -31,32 +39,17 @@ class Trajectory:
 
     Attributes:
         actions: (T, A) float64 actions in [-1, 1].
-        loss: task loss the sequence reached (full-horizon rollout from the ``seed`` reset).
-        task: registered task name, e.g. ``"Pouring"``.
-        seed: env reset seed the actions were optimized for.
-        preset: task preset ("cpu" or "paper").
-        overrides: task-config overrides (JSON-compatible; tuples are restored on load).
+        loss: task loss the sequence reached (full-horizon rollout from the ``spec.seed`` reset).
+        spec: the env the actions were optimized in (task, preset, overrides, precision, reset seed).
         method: what produced it ("optimize", "cmaes", ...).
-        metadata: any further JSON-compatible facts (parameterization, iterations, precision).
+        metadata: any further JSON-compatible facts (parameterization, iterations).
     """
 
     actions: np.ndarray
     loss: float
-    task: str
-    seed: int
-    preset: str = "cpu"
-    overrides: dict[str, Any] = field(default_factory=dict)
+    spec: EnvSpec
     method: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
-
-
-def _tuples(value: Any) -> Any:
-    """JSON lists back to tuples (task configs hold tuples only), recursively."""
-    if isinstance(value, list):
-        return tuple(_tuples(v) for v in value)
-    if isinstance(value, dict):
-        return {k: _tuples(v) for k, v in value.items()}
-    return value
 
 
 def _check_actions(actions: np.ndarray, where: str) -> np.ndarray:
@@ -83,14 +76,27 @@ def save_trajectory(path: str | Path, trajectory: Trajectory) -> Path:
             format=np.array(TRAJECTORY_FORMAT),
             actions=actions,
             loss=np.array(float(trajectory.loss)),
-            task=np.array(str(trajectory.task)),
-            preset=np.array(str(trajectory.preset)),
-            seed=np.array(int(trajectory.seed), dtype=np.int64),
-            overrides=np.array(json.dumps(trajectory.overrides)),
+            spec=np.array(json.dumps(trajectory.spec.to_dict())),
             method=np.array(str(trajectory.method)),
             metadata=np.array(json.dumps(trajectory.metadata)),
         )
     return path
+
+
+def _spec_of(fields: dict[str, np.ndarray], metadata: dict[str, Any]) -> EnvSpec:
+    """The env spec of a trajectory file's fields (either format)."""
+    if str(fields["format"]) == TRAJECTORY_FORMAT:
+        return EnvSpec.from_dict(json.loads(str(fields["spec"])))
+    overrides = json.loads(str(fields["overrides"]))
+    if not isinstance(overrides, dict):
+        raise ValueError("overrides must be a JSON object")
+    return EnvSpec(
+        task=str(fields["task"]),
+        preset=str(fields["preset"]),
+        config_overrides=overrides,
+        precision=metadata.get("precision", "f32"),
+        seed=int(fields["seed"]),
+    )
 
 
 def load_trajectory(path: str | Path) -> Trajectory:
@@ -98,32 +104,29 @@ def load_trajectory(path: str | Path) -> Trajectory:
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: not a readable ``.npz``, a missing or malformed field, or actions outside
-            [-1, 1] / non-finite; the message names the file.
+        ValueError: not a readable ``.npz``, an unknown format, a missing or malformed field
+            (an invalid env spec included), or actions outside [-1, 1] / non-finite; the
+            message names the file.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"trajectory file not found: {path}")
     try:
         with np.load(path, allow_pickle=False) as data:
-            missing = [k for k in _KEYS if k not in data.files]
+            fmt = str(data["format"]) if "format" in data.files else TRAJECTORY_FORMAT
+            if fmt not in _KEYS:
+                raise ValueError(f"format {fmt!r}, expected one of {sorted(_KEYS)}")
+            missing = [k for k in _KEYS[fmt] if k not in data.files]
             if missing:
                 raise ValueError(f"missing fields {missing}")
-            fields = {k: data[k] for k in _KEYS}
-        if str(fields["format"]) != TRAJECTORY_FORMAT:
-            raise ValueError(f"format {str(fields['format'])!r}, expected {TRAJECTORY_FORMAT!r}")
-        loss = float(fields["loss"])
-        overrides = json.loads(str(fields["overrides"]))
+            fields = {k: data[k] for k in _KEYS[fmt]}
         metadata = json.loads(str(fields["metadata"]))
-        if not isinstance(overrides, dict) or not isinstance(metadata, dict):
-            raise ValueError("overrides and metadata must be JSON objects")
+        if not isinstance(metadata, dict):
+            raise ValueError("metadata must be a JSON object")
         trajectory = Trajectory(
             actions=_check_actions(fields["actions"], str(path)),
-            loss=loss,
-            task=str(fields["task"]),
-            seed=int(fields["seed"]),
-            preset=str(fields["preset"]),
-            overrides=_tuples(overrides),
+            loss=float(fields["loss"]),
+            spec=_spec_of(fields, metadata),
             method=str(fields["method"]),
             metadata=metadata,
         )
@@ -141,21 +144,29 @@ def model_meta_path(model_path: str | Path) -> Path:
     return Path(model_path).with_suffix(".json")
 
 
-def save_model_meta(model_path: str | Path, meta: dict[str, Any]) -> Path:
-    """Write the side file of ``model_path`` (task, algo, preset, overrides, seed, ...)."""
-    if meta.get("algo") not in SB3_ALGOS or "task" not in meta:
-        raise ValueError(f"model metadata needs 'task' and 'algo' in {SB3_ALGOS}, got {meta!r}")
+def save_model_meta(model_path: str | Path, spec: EnvSpec, meta: dict[str, Any]) -> Path:
+    """Write the side file of ``model_path``: ``{"spec": spec.to_dict(), **meta}``; ``meta`` holds
+    ``algo`` and the spaces' ``observation_dim`` / ``action_dim`` (and any further facts)."""
+    if meta.get("algo") not in SB3_ALGOS:
+        raise ValueError(f"model metadata needs 'algo' in {SB3_ALGOS}, got {meta!r}")
     path = model_meta_path(model_path)
-    path.write_text(json.dumps(meta, indent=2))
+    path.write_text(json.dumps({"spec": spec.to_dict(), **meta}, indent=2))
     return path
 
 
+#: Env keys a side file may hold at its top level instead of one ``spec`` entry.
+_FLAT_SPEC_KEYS = ("task", "preset", "overrides", "precision", "seed")
+
+
 def load_model_meta(model_path: str | Path) -> dict[str, Any]:
-    """Read the side file of ``model_path``; overrides get their tuples back.
+    """Read the side file of ``model_path``; ``meta["spec"]`` is returned as an :class:`envs.EnvSpec`.
+
+    Side files with the env fields at the top level (task, preset, overrides, precision, seed)
+    are read too; those fields then form the spec.
 
     Raises:
         FileNotFoundError: no side file.
-        ValueError: unreadable JSON or missing task/algo.
+        ValueError: unreadable JSON, no algo in :data:`SB3_ALGOS`, or no valid env spec.
     """
     path = model_meta_path(model_path)
     if not path.is_file():
@@ -164,9 +175,14 @@ def load_model_meta(model_path: str | Path) -> dict[str, Any]:
         meta = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"{path}: not valid JSON ({err})") from err
-    if not isinstance(meta, dict) or meta.get("algo") not in SB3_ALGOS or "task" not in meta:
-        raise ValueError(f"{path}: needs 'task' and 'algo' in {SB3_ALGOS}")
-    meta["overrides"] = _tuples(meta.get("overrides", {}))
+    if not isinstance(meta, dict) or meta.get("algo") not in SB3_ALGOS:
+        raise ValueError(f"{path}: needs 'algo' in {SB3_ALGOS}")
+    if "spec" not in meta:
+        meta["spec"] = {k: meta.pop(k) for k in _FLAT_SPEC_KEYS if k in meta}
+    try:
+        meta["spec"] = EnvSpec.from_dict(meta["spec"])
+    except ValueError as err:
+        raise ValueError(f"{path}: no valid env spec ({err})") from err
     return meta
 
 
@@ -211,13 +227,14 @@ def load_model(path: str | Path):
     """Load an SB3 PPO / SAC model (.zip) written by ``fluxlab train``, without unpickling.
 
     SB3 stores some fields of its ``data`` entry with cloudpickle (arbitrary code on load); they
-    are all replaced through SB3's ``custom_objects`` from the JSON side file (task, algo, spaces),
+    are all replaced through SB3's ``custom_objects`` from the JSON side file (algo, spaces),
     and a file with any other pickled field is refused. The weights are read by SB3's loader with
     ``torch.load(weights_only=True)``. The result is meant for inference (``predict``); training
     state such as the last observation is not restored.
 
     Returns:
-        ``(model, meta)`` with ``meta`` the side file's content.
+        ``(model, meta)`` with ``meta`` the side file's content (:func:`load_model_meta`; the
+        env is ``meta["spec"]``).
 
     Raises:
         FileNotFoundError: the model or its side file does not exist.

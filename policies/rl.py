@@ -29,8 +29,8 @@ from gymnasium.vector import AutoresetMode
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv
 
-from engine import runtime
-from policies.common import Episode, make_env, make_vector_env, plot_curves, run_episode
+from envs import EnvSpec
+from policies.common import Episode, plot_curves, run_episode, run_summary, write_summary
 from policies.io import save_model_meta
 
 ALGOS = ("ppo", "sac")
@@ -233,16 +233,12 @@ def model_policy(model):
 
 
 def train(
-    task: str,
+    spec: EnvSpec,
     algo: str,
     *,
     timesteps: int,
     out: str | Path,
     num_envs: int = 1,
-    seed: int = 0,
-    preset: str = "cpu",
-    overrides: dict[str, Any] | None = None,
-    precision: str | None = None,
     learning_rate: float | None = None,
     hyperparameters: dict[str, Any] | None = None,
     eval_freq: int | None = None,
@@ -255,21 +251,21 @@ def train(
     progress: bool = False,
     verbose: int = 0,
 ) -> TrainResult:
-    """Train PPO or SAC on ``task`` and write the run to ``out``.
+    """Train PPO or SAC in the env of ``spec`` and write the run to ``out``.
 
     Writes ``model.zip`` (+ ``model.json``), ``best_model.zip`` (+ json) and
     ``evaluations.npz`` from SB3's ``EvalCallback``, ``train.monitor.csv`` (training episodes)
-    and ``eval.monitor.csv``, TensorBoard events under ``tb/`` and ``learning_curve.png``.
+    and ``eval.monitor.csv``, TensorBoard events under ``tb/``, ``learning_curve.png`` and
+    ``summary.json`` (:func:`policies.common.run_summary`).
 
     Args:
-        task: task id.
+        spec: the env; ``spec.seed`` seeds SB3, the training scenes (``seed + i``), the periodic
+            evaluations (``seed + 20000``) and the final evaluation (``seed + 10000`` unless
+            ``eval_seed``).
         algo: ``ppo`` or ``sac``.
         timesteps: environment steps (summed over scenes); PPO rounds up to whole rollouts.
         out: run directory.
         num_envs: scenes stepped together (one batched simulator).
-        seed: seed of SB3, the training scenes (``seed + i``), the periodic evaluations
-            (``seed + 20000``) and the final evaluation (``seed + 10000`` unless ``eval_seed``).
-        preset, overrides, precision: env settings.
         learning_rate: optimizer step size (default: SB3's 3e-4).
         hyperparameters: extra SB3 constructor arguments (override the defaults).
         eval_freq: environment steps between evaluations (default: 5 episodes' worth).
@@ -293,19 +289,12 @@ def train(
         raise ValueError("timesteps, num_envs and eval_episodes must be >= 1")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    overrides = dict(overrides or {})
-    venv = make_vector_env(task, num_envs, preset=preset, overrides=overrides, precision=precision)
+    seed = spec.seed
+    venv = spec.make_vec(num_envs)
     horizon = venv.unwrapped.task.horizon
     train_env = VecMonitor(GymnasiumVecEnv(venv), filename=str(out / "train"), info_keywords=INFO_KEYWORDS)
     train_env.seed(seed)
-    eval_env = make_env(
-        task,
-        preset=preset,
-        overrides=overrides,
-        precision=precision,
-        render_mode="rgb_array" if video else None,
-        render_size=render_size,
-    )
+    eval_env = spec.make(render_mode="rgb_array" if video else None, render_size=render_size)
     # The periodic evaluations log to eval.monitor.csv; the final evaluation below steps eval_env directly.
     eval_vec = VecMonitor(DummyVecEnv([lambda: eval_env]), filename=str(out / "eval"), info_keywords=INFO_KEYWORDS)
     eval_vec.seed(seed + 20_000)
@@ -342,12 +331,7 @@ def train(
     model.learn(total_timesteps=timesteps, callback=CallbackList(callbacks), tb_log_name=algo)
     seconds = time.perf_counter() - t0
     meta = {
-        "task": venv.unwrapped.task.name,
         "algo": algo,
-        "preset": preset,
-        "precision": runtime.current().precision,
-        "overrides": overrides,
-        "seed": seed,
         "num_envs": num_envs,
         "observation_dim": int(venv.single_observation_space.shape[0]),
         "action_dim": int(venv.single_action_space.shape[0]),
@@ -356,10 +340,10 @@ def train(
     }
     model_path = out / "model.zip"
     model.save(model_path)
-    save_model_meta(model_path, meta)
+    save_model_meta(model_path, spec, meta)
     best_path = out / "best_model.zip"
     if best_path.is_file():
-        save_model_meta(best_path, meta)
+        save_model_meta(best_path, spec, meta)
     else:
         best_path = None
     policy = model_policy(model)
@@ -378,6 +362,20 @@ def train(
     lengths = np.asarray(curve.get("l", []), dtype=float)
     curve["timesteps"] = np.cumsum(lengths).tolist()
     plot_learning_curve(out, algo, curve)
+    summary = run_summary(
+        "train",
+        spec,
+        algo=algo,
+        timesteps=int(model.num_timesteps),
+        seconds=seconds,
+        model=str(model_path),
+        best_model=str(best_path) if best_path else None,
+        eval_final_loss=[e.final_loss for e in evaluation],
+        eval_return=[e.total_reward for e in evaluation],
+        eval_success=[e.success for e in evaluation],
+        training_episodes=len(curve.get("l", [])),
+    )
+    write_summary(out, summary)
     return TrainResult(
         model_path=model_path,
         best_model_path=best_path,

@@ -2,7 +2,8 @@
 
 Each task is one module with a :class:`tasks.base.Task` subclass and its ``default_config``;
 :data:`TASKS` maps the registered name to ``"module:Class"`` so nothing is imported (and no
-Taichi kernel compiled) until a task is made. :func:`make_task` builds one.
+Taichi kernel compiled) until a task is made. :func:`make_task` builds one,
+:func:`task_config` only its configuration.
 """
 
 from __future__ import annotations
@@ -42,14 +43,23 @@ def task_class(name: str):
     return getattr(importlib.import_module(module), cls)
 
 
-def make_task(name: str, preset: str = "cpu", **overrides):
-    """Instantiate task ``name`` at ``preset``; ``overrides`` replace config fields."""
+def task_config(name: str, preset: str = "cpu", **overrides):
+    """The config of task ``name`` at ``preset`` with ``overrides`` replacing its fields.
+
+    Raises:
+        ValueError: an override that is not a field of the task's config (the message lists
+            the known ones), or a value the config's validation rejects.
+    """
     from dataclasses import fields, replace
 
-    cls = task_class(name)
-    config = cls.default_config(preset)
+    config = task_class(name).default_config(preset)
     known = {f.name for f in fields(config)}
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise ValueError(f"{name}: unknown config fields {unknown}; known: {sorted(known)}")
-    return cls(replace(config, **overrides) if overrides else config)
+    return replace(config, **overrides) if overrides else config
+
+
+def make_task(name: str, preset: str = "cpu", **overrides):
+    """Instantiate task ``name`` at ``preset``; ``overrides`` replace config fields."""
+    return task_class(name)(task_config(name, preset, **overrides))

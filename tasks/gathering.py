@@ -205,12 +205,12 @@ class FloatingBodiesTask(ParticleTask):
         for b in bodies:
             builder.add_particles(b, material, spacing)
         paddle = Collider(
-            Box(cfg.tool_size), pose=self.tool_pose0(), contact=BoundaryCondition(friction=0.0, mode="separate")
+            Box(cfg.tool_size), pose=self.tool_pose0(), boundary=BoundaryCondition(friction=0.0, mode="separate")
         )
         tank = Collider(
             Cup(cfg.tank_radius, cfg.tank_height, self.wall()),
             pose=(cx, cy, self.floor(), 1.0, 0.0, 0.0, 0.0),
-            contact=BoundaryCondition(friction=0.0, mode="slip"),
+            boundary=BoundaryCondition(friction=0.0, mode="slip"),
         )
         builder.add_collider(paddle)
         builder.add_collider(tank)
@@ -440,7 +440,7 @@ class GatheringO(FloatingBodiesTask):
         pose = (cx, cy, self.floor() + half, 1.0, 0.0, 0.0, 0.0)
         return [
             Collider(
-                Cylinder(cfg.obstacle_radius, half), pose=pose, contact=BoundaryCondition(friction=0.0, mode="slip")
+                Cylinder(cfg.obstacle_radius, half), pose=pose, boundary=BoundaryCondition(friction=0.0, mode="slip")
             )
         ]
 

@@ -151,7 +151,7 @@ class IceCreamTask(ParticleTask):
         builder = SceneBuilder(cfg.sim)
         holder = Cup(cfg.holder_radius, cfg.holder_height, cfg.holder_wall)
         builder.add_collider(
-            Collider(holder, pose=(*cfg.holder_start, 1.0, 0.0, 0.0, 0.0), contact=BoundaryCondition(mode="sticky"))
+            Collider(holder, pose=(*cfg.holder_start, 1.0, 0.0, 0.0, 0.0), boundary=BoundaryCondition(mode="sticky"))
         )
         bottom = (*cfg.nozzle, cfg.rope_bottom)
         rope = sampling.cylinder(bottom, cfg.rope_radius, cfg.rope_top - cfg.rope_bottom, spacing, jitter=0.5, rng=0)

@@ -211,7 +211,7 @@ class LatteArt(LatteTask):
             Collider(
                 pitcher,
                 pose=(*cfg.pitcher_pos, 1.0, 0.0, 0.0, 0.0),
-                contact=BoundaryCondition(friction=0.2, mode="slip"),
+                boundary=BoundaryCondition(friction=0.2, mode="slip"),
             )
         )
         px, py, pz = cfg.pitcher_pos

@@ -95,7 +95,7 @@ class LatteArtStir(LatteTask):
         half = 0.5 * (top - z_lo)
         pose = (*cfg.stirrer_start, z_lo + half, 1.0, 0.0, 0.0, 0.0)
         builder.add_collider(
-            Collider(Capsule(cfg.stirrer_radius, half), pose=pose, contact=BoundaryCondition(mode="slip"))
+            Collider(Capsule(cfg.stirrer_radius, half), pose=pose, boundary=BoundaryCondition(mode="slip"))
         )
         bx, by, bz = self._blob()
         disk = sampling.cylinder((bx, by, bz + 0.5 * spacing), cfg.blob_radius, cfg.blob_thickness - spacing, spacing)

@@ -140,7 +140,7 @@ class Mixing(ParticleTask):
         )
         rod_pose = self._rod_start(bottom)
         rod_shape = Capsule(cfg.rod_radius, 0.5 * cfg.cup_height)
-        rod = Collider(rod_shape, pose=rod_pose, contact=BoundaryCondition(friction=0.0, mode="separate"))
+        rod = Collider(rod_shape, pose=rod_pose, boundary=BoundaryCondition(friction=0.0, mode="separate"))
         free = rod.sdf(liquid)[0] > 0.5 * spacing
         left = liquid[:, 0] < c
         builder = SceneBuilder(cfg.sim)
@@ -151,7 +151,7 @@ class Mixing(ParticleTask):
             Collider(
                 Cup(cfg.cup_radius, cfg.cup_height, wall),
                 pose=(c, c, self._floor(), 1.0, 0.0, 0.0, 0.0),
-                contact=BoundaryCondition(friction=0.0, mode="slip"),
+                boundary=BoundaryCondition(friction=0.0, mode="slip"),
             )
         )
         model = builder.build()

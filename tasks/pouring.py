@@ -94,10 +94,10 @@ class Pouring(ParticleTask):
         wall = self._wall()
         cup = Cup(cfg.cup_radius, cfg.cup_height, wall)
         source = Collider(
-            cup, pose=(*cfg.source_pos, 1.0, 0.0, 0.0, 0.0), contact=BoundaryCondition(friction=0.2, mode="slip")
+            cup, pose=(*cfg.source_pos, 1.0, 0.0, 0.0, 0.0), boundary=BoundaryCondition(friction=0.2, mode="slip")
         )
         target_pose = (cfg.target_x, 0.5, self._floor(), 1.0, 0.0, 0.0, 0.0)
-        target = Collider(cup, pose=target_pose, contact=BoundaryCondition(mode="slip"))
+        target = Collider(cup, pose=target_pose, boundary=BoundaryCondition(mode="slip"))
         inner = cfg.cup_radius - wall
         bottom = (cfg.source_pos[0], cfg.source_pos[1], cfg.source_pos[2] + wall + 0.5 * spacing)
         liquid = sampling.cylinder(bottom, inner - 0.75 * spacing, cfg.fill_height, spacing)

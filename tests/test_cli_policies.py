@@ -65,7 +65,8 @@ def test_optimize_then_rollout_replays_the_recorded_loss(tmp_path):
     frames = _frames(run / "best.gif")
     assert len(frames) == 7 and frames[0].shape == (64, 64, 3) and frames[-1].std() > 5.0
     saved = io.load_trajectory(run / "best.npz")
-    assert saved.actions.shape == (6, 3) and saved.seed == 2 and saved.overrides == {"horizon": 6}
+    assert saved.actions.shape == (6, 3) and saved.spec.seed == 2 and saved.spec.overrides == {"horizon": 6}
+    assert summary["task"] == saved.spec.task == "Pouring" and summary["precision"] == saved.spec.precision == "f32"
     assert saved.loss == summary["best_loss"] and saved.metadata["param"] == "per-step"
 
     video = tmp_path / "replay.mp4"
@@ -105,14 +106,21 @@ def test_cmaes_cli_writes_its_outputs(tmp_path):
     assert summary["replay_loss"] == pytest.approx(summary["best_loss"], rel=1e-4)
     _check_image(run / "loss.png")
     assert len(_frames(run / "best.gif")) == 5
-    assert io.load_trajectory(run / "best.npz").metadata == {
+    saved = io.load_trajectory(run / "best.npz")
+    assert saved.metadata == {
         "param": "linear",
         "knots": 2,
         "squash": "tanh",
-        "precision": "f32",
         "evals": 9,
         "generations": 2,
         "sigma0": 0.5,
+    }
+    assert saved.spec.to_dict() == {
+        "task": "Pouring",
+        "preset": "cpu",
+        "overrides": {"horizon": 4},
+        "precision": "f32",
+        "seed": 0,
     }
 
 
@@ -125,7 +133,7 @@ def _check_training_run(run: Path, algo: str, timesteps: int) -> None:
     _check_image(run / "learning_curve.png")
     assert len(_frames(run / "eval.gif")) == 4  # reset + horizon 3
     model, meta = io.load_model(run / "model.zip")
-    assert meta["task"] == "Pouring" and meta["algo"] == algo and meta["overrides"] == {"horizon": 3}
+    assert meta["spec"].task == "Pouring" and meta["algo"] == algo and meta["spec"].overrides == {"horizon": 3}
     obs = np.zeros(model.observation_space.shape, dtype=np.float32)
     action, _ = model.predict(obs, deterministic=True)
     assert action.shape == (3,) and np.all(np.abs(action) <= 1.0)

@@ -575,7 +575,7 @@ def test_pack_mesh_sdfs(sphere_mesh):
 def test_pack_colliders(sphere_mesh):
     cols = [
         C.Collider(G.Cup(0.1, 0.2, 0.01), (0, 0, 0.1, 1, 0, 0, 0), C.BoundaryCondition(0.3, "separate")),
-        C.Collider(sphere_mesh, contact=C.BoundaryCondition(mode="sticky")),
+        C.Collider(sphere_mesh, boundary=C.BoundaryCondition(mode="sticky")),
     ]
     packed = C.pack_colliders(cols)
     assert packed.kinds.tolist() == [G.CUP, G.MESH]
@@ -625,7 +625,7 @@ def test_boundary_condition_and_collider_defaults():
     assert C.BOUNDARY_MODES[C.SEPARATE] == "separate"
     col = C.Collider(G.Sphere(0.1), (1, 2, 3, 2.0, 0, 0, 0))
     assert col.pose == (1.0, 2.0, 3.0, 1.0, 0.0, 0.0, 0.0)
-    assert col.contact == C.BoundaryCondition() and col.kind == G.SPHERE
+    assert col.boundary == C.BoundaryCondition() and col.kind == G.SPHERE
     # Frozen.
     with pytest.raises(AttributeError):
         col.pose = (0, 0, 0, 1, 0, 0, 0)

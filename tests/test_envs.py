@@ -161,6 +161,35 @@ def test_diverged_simulation_truncates_with_flag(runtime):
     env.close()
 
 
+def test_single_and_vector_envs_report_a_blow_up_alike(runtime):
+    """The shared step bookkeeping (envs/step.py): a scene that blows up keeps its last observation
+    and loss, gets reward 0 and every reward term 0, and is truncated, in the single env and in
+    one scene of the vector env alike (same info keys as any step); the other scene runs on."""
+    env_id = "FluxLab/Pouring-v0"
+    single = _make(env_id)
+    vec = gym.make_vec(env_id, num_envs=2, vectorization_mode="vector_entry_point")
+    obs_s, _ = single.reset(seed=1)
+    obs_v, _ = vec.reset(seed=0)  # scene 1 is seeded 0 + 1
+    np.testing.assert_array_equal(obs_v[1], obs_s)
+    for sim, entry in ((single.unwrapped.task.sim, 0), (vec.unwrapped.task.sim, 1)):
+        state = sim.get_state()
+        state.v[entry, 0] = 1e6
+        sim.reset(state)
+    zeros = np.zeros(vec.action_space.shape, dtype=np.float32)
+    obs_s2, reward_s, terminated_s, truncated_s, info_s = single.step(zeros[0])
+    obs_v2, reward_v, terminated_v, truncated_v, info_v = vec.step(zeros)
+    np.testing.assert_array_equal(obs_s2, obs_s)
+    np.testing.assert_array_equal(obs_v2[1], obs_v[1])
+    assert (reward_s, terminated_s, truncated_s) == (reward_v[1], terminated_v[1], truncated_v[1]) == (0.0, False, True)
+    assert list(info_s) == list(info_v) == ["reward_progress", "reward_action_cost", "loss", "success", "diverged"]
+    scene = {k: v[1].item() for k, v in info_v.items()}
+    assert scene.pop("loss") == pytest.approx(info_s.pop("loss"), rel=1e-12)
+    assert scene == info_s == {"reward_progress": 0.0, "reward_action_cost": 0.0, "success": False, "diverged": True}
+    assert not info_v["diverged"][0] and not truncated_v[0] and reward_v[0] != 0.0
+    single.close()
+    vec.close()
+
+
 def test_differentiable_rollout_matches_finite_differences_liquid(runtime):
     env = _make("FluxLab/Pouring-v0", horizon=3)
     env.reset(seed=0)

@@ -17,7 +17,7 @@ RTOL, ATOL, EPS = 1e-4, 1e-9, 1e-5
 
 def _moving_sphere(mode="separate"):
     return colliders.Collider(
-        geometry.Sphere(0.06), pose=(0.45, 0.45, 0.22, 1, 0, 0, 0), contact=colliders.BoundaryCondition(0.3, mode)
+        geometry.Sphere(0.06), pose=(0.45, 0.45, 0.22, 1, 0, 0, 0), boundary=colliders.BoundaryCondition(0.3, mode)
     )
 
 

@@ -191,7 +191,7 @@ def test_no_particle_inside_colliders(runtime, mode):
     paddle = colliders.Collider(
         geometry.Box((0.03, 0.12, 0.12)),
         pose=(0.4, 0.5, 0.4, 1, 0, 0, 0),
-        contact=colliders.BoundaryCondition(0.5, "slip" if mode == "no paddle" else mode),
+        boundary=colliders.BoundaryCondition(0.5, "slip" if mode == "no paddle" else mode),
     )
     builder.add_collider(cup)
     if mode != "no paddle":

@@ -15,10 +15,16 @@ import numpy as np
 import pytest
 import torch
 
+from envs import EnvSpec, registered_tasks, resolve_task
 from policies import common, io
 from policies.trajopt import ActionParameterization, basis_matrix
 
 TASK = "Pouring"
+
+
+def _spec(horizon: int, task: str = TASK, **fields) -> EnvSpec:
+    """The test env: ``task`` at ``horizon`` steps in the session's f64 runtime."""
+    return EnvSpec(task, config_overrides={"horizon": horizon}, precision="f64", **fields)
 
 
 # ---------------------------------------------------------------------- no Taichi needed
@@ -56,29 +62,22 @@ def test_parameterization_maps_into_the_action_box():
 
 
 def test_task_ids_and_overrides():
-    assert common.resolve_task("Pouring") == common.resolve_task("Pouring-v0") == TASK
-    assert common.resolve_task("FluxLab/Pouring-v0") == TASK
-    assert TASK in common.registered_tasks()
+    assert resolve_task("Pouring") == resolve_task("Pouring-v0") == TASK
+    assert resolve_task("FluxLab/Pouring-v0") == TASK
+    assert TASK in registered_tasks()
     with pytest.raises(ValueError, match="unknown task"):
-        common.resolve_task("NoSuchTask-v0")
+        resolve_task("NoSuchTask-v0")
     parsed = common.parse_overrides(["horizon=8", "look_at=(0.5, 0.5, 0.2)", "name=abc"])
     assert parsed == {"horizon": 8, "look_at": (0.5, 0.5, 0.2), "name": "abc"}
     with pytest.raises(ValueError):
         common.parse_overrides(["horizon"])
-    assert common.task_horizon("Pouring-v0", overrides={"horizon": 5}) == 5
+    assert EnvSpec("Pouring-v0", config_overrides={"horizon": 5}).horizon == 5
 
 
 def _trajectory(T=5, A=3):
     actions = np.random.default_rng(1).uniform(-1, 1, size=(T, A))
-    return io.Trajectory(
-        actions=actions,
-        loss=1.25,
-        task=TASK,
-        seed=7,
-        overrides={"horizon": T, "look_at": (0.5, 0.5, 0.2)},
-        method="optimize",
-        metadata={"param": "per-step"},
-    )
+    spec = EnvSpec(TASK, config_overrides={"horizon": T, "look_at": (0.5, 0.5, 0.2)}, seed=7)
+    return io.Trajectory(actions=actions, loss=1.25, spec=spec, method="optimize", metadata={"param": "per-step"})
 
 
 def test_trajectory_roundtrip(tmp_path):
@@ -86,9 +85,37 @@ def test_trajectory_roundtrip(tmp_path):
     path = io.save_trajectory(tmp_path / "best.npz", t)
     back = io.load_trajectory(path)
     np.testing.assert_array_equal(back.actions, t.actions)
-    assert (back.loss, back.task, back.seed, back.preset) == (1.25, TASK, 7, "cpu")
-    assert back.overrides == t.overrides  # tuples restored from JSON lists
+    assert back.loss == 1.25 and back.spec == t.spec
+    assert back.spec.overrides["look_at"] == (0.5, 0.5, 0.2)  # tuples restored from JSON lists
     assert back.metadata == t.metadata and back.method == "optimize"
+
+
+def test_trajectory_files_of_format_v1_load_into_a_spec(tmp_path):
+    """A trajectory with task, preset, seed and overrides as separate fields (format v1, the
+    precision in its metadata) reads as the same env spec."""
+    import json
+
+    actions = np.random.default_rng(2).uniform(-1, 1, size=(4, 3))
+    path = tmp_path / "v1.npz"
+    np.savez(
+        path,
+        format=np.array("fluxlab-trajectory-v1"),
+        actions=actions,
+        loss=np.array(0.5),
+        task=np.array("Pouring"),
+        preset=np.array("cpu"),
+        seed=np.array(3, dtype=np.int64),
+        overrides=np.array(json.dumps({"horizon": 4, "look_at": [0.5, 0.5, 0.2]})),
+        method=np.array("cmaes"),
+        metadata=np.array(json.dumps({"param": "linear", "precision": "f64"})),
+    )
+    back = io.load_trajectory(path)
+    overrides = {"horizon": 4, "look_at": (0.5, 0.5, 0.2)}
+    assert back.spec == EnvSpec(TASK, config_overrides=overrides, precision="f64", seed=3)
+    np.testing.assert_array_equal(back.actions, actions)
+    assert (back.loss, back.method, back.metadata["param"]) == (0.5, "cmaes", "linear")
+    resaved = io.load_trajectory(io.save_trajectory(tmp_path / "v2.npz", back))
+    assert resaved.spec == back.spec
 
 
 def test_corrupt_or_missing_files_raise_clear_errors(tmp_path):
@@ -121,19 +148,19 @@ def test_corrupt_or_missing_files_raise_clear_errors(tmp_path):
     # SB3 models: missing model, missing side file, corrupt zip, bad JSON, unknown pickled field.
     with pytest.raises(FileNotFoundError, match="model.zip"):
         io.load_model(tmp_path / "model.zip")
-    meta = {"task": TASK, "algo": "ppo", "observation_dim": 205, "action_dim": 3}
+    spec, meta = EnvSpec(TASK), {"algo": "ppo", "observation_dim": 205, "action_dim": 3}
     bad_zip = tmp_path / "bad.zip"
     bad_zip.write_bytes(b"PK\x03\x04 not really")
     with pytest.raises(FileNotFoundError, match="bad.json"):
         io.load_model(bad_zip)
-    io.save_model_meta(bad_zip, meta)
+    io.save_model_meta(bad_zip, spec, meta)
     with pytest.raises(ValueError, match="bad.zip"):
         io.load_model(bad_zip)
     for name, data in (("notjson", "{not json"), ("pickled", '{"evil": {":serialized:": "gAR9lC4="}}')):
         archive = tmp_path / f"{name}.zip"
         with zipfile.ZipFile(archive, "w") as z:
             z.writestr("data", data)
-        io.save_model_meta(archive, meta)
+        io.save_model_meta(archive, spec, meta)
         with pytest.raises(ValueError, match=f"{name}.zip"):
             io.load_model(archive)
     with pytest.raises(ValueError, match="refusing to unpickle fields \\['evil'\\]"):
@@ -141,6 +168,22 @@ def test_corrupt_or_missing_files_raise_clear_errors(tmp_path):
     io.model_meta_path(bad_zip).write_text("[1, 2")
     with pytest.raises(ValueError, match="bad.json"):
         io.load_model(bad_zip)
+    io.model_meta_path(bad_zip).write_text('{"algo": "ppo", "spec": {"task": "NoSuchTask"}}')
+    with pytest.raises(ValueError, match="bad.json: no valid env spec"):
+        io.load_model_meta(bad_zip)
+
+
+def test_model_meta_roundtrip_and_env_fields_at_the_top_level(tmp_path):
+    import json
+
+    spec = EnvSpec("Pouring-v0", config_overrides={"horizon": 3}, precision="f64", seed=4)
+    io.save_model_meta(tmp_path / "model.zip", spec, {"algo": "sac", "observation_dim": 9, "action_dim": 3})
+    meta = io.load_model_meta(tmp_path / "model.zip")
+    assert meta["spec"] == spec and meta["algo"] == "sac" and meta["observation_dim"] == 9
+    flat = {"task": "Pouring", "algo": "ppo", "preset": "cpu", "precision": "f64", "overrides": {"horizon": 3}}
+    io.model_meta_path(tmp_path / "flat.zip").write_text(json.dumps({**flat, "seed": 4, "action_dim": 3}))
+    meta = io.load_model_meta(tmp_path / "flat.zip")
+    assert meta["spec"] == spec and meta["action_dim"] == 3 and "task" not in meta
 
 
 class _QuadraticEnv:
@@ -201,17 +244,18 @@ def test_trajopt_lowers_pouring_loss_and_replay_reproduces_it(runtime, tmp_path)
     kernels: equal to ~1e-12; checked for the optimized and for a random sequence)."""
     from policies.trajopt import optimize
 
-    env = common.make_env(TASK, overrides={"horizon": 6})
+    spec = _spec(6, seed=3)
+    env = spec.make()
     param = ActionParameterization(6, env.action_space.shape[0], "per-step")
-    result = optimize(env, param, iters=4, lr=0.5, seed=3)
+    result = optimize(env, param, iters=4, lr=0.5, seed=spec.seed)
     assert len(result.history) == 4
     assert result.loss <= 0.9 * result.initial_loss, (result.initial_loss, result.loss)
     assert result.history[-1]["best_loss"] == result.loss
     assert all(np.isfinite(r["grad_norm"]) and r["grad_norm"] > 0 for r in result.history)
 
-    path = io.save_trajectory(tmp_path / "best.npz", io.Trajectory(result.actions, result.loss, TASK, 3))
+    path = io.save_trajectory(tmp_path / "best.npz", io.Trajectory(result.actions, result.loss, spec))
     saved = io.load_trajectory(path)
-    replay = common.run_episode(env, common.open_loop_policy(saved.actions), seed=saved.seed)
+    replay = common.run_episode(env, common.open_loop_policy(saved.actions), seed=saved.spec.seed)
     assert replay.steps == 6 and not replay.diverged
     np.testing.assert_allclose(replay.final_loss, saved.loss, rtol=1e-9)
 
@@ -233,7 +277,7 @@ def test_trajopt_lowers_circulation_loss(runtime):
     i.e. the gradient steers and powers the AC toward the probes to be cooled."""
     from policies.trajopt import optimize
 
-    env = common.make_env("Circulation", overrides={"horizon": 8})
+    env = _spec(8, task="Circulation").make()
     param = ActionParameterization(8, env.action_space.shape[0], "per-step")
     result = optimize(env, param, iters=4, lr=0.5, seed=0)
     assert len(result.history) == 4 and result.stopped == "iters"
@@ -247,7 +291,7 @@ def test_cmaes_improves_on_zero_actions(runtime):
     least 0.02 below the zero-action loss (0.11 observed) and report its loss consistently."""
     from policies.cmaes import cmaes, rollout_loss
 
-    env = common.make_env(TASK, overrides={"horizon": 4})
+    env = _spec(4).make()
     param = ActionParameterization(4, 3, "linear", knots=2)
     result = cmaes(env, param, evals=9, popsize=4, sigma=0.5, seed=0)
     assert result.evals == 9 and len(result.history) == 2
@@ -263,7 +307,7 @@ def test_cmaes_improves_on_zero_actions(runtime):
 def test_sb3_check_env_passes(runtime):
     from stable_baselines3.common.env_checker import check_env
 
-    env = common.make_env("FluxLab/Pouring-v0", overrides={"horizon": 3})
+    env = _spec(3, task="FluxLab/Pouring-v0").make()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         check_env(env, warn=True)
@@ -281,8 +325,9 @@ def test_vec_adapter_matches_dummy_vec_env(runtime):
     from policies.rl import GymnasiumVecEnv
 
     B, H = 2, 3
-    dummy = DummyVecEnv([lambda: common.make_env(TASK, overrides={"horizon": H}) for _ in range(B)])
-    ours = GymnasiumVecEnv(common.make_vector_env("Pouring-v0", B, overrides={"horizon": H}))
+    spec = _spec(H)
+    dummy = DummyVecEnv([spec.make for _ in range(B)])
+    ours = GymnasiumVecEnv(spec.make_vec(B))
     assert ours.num_envs == B and ours.action_space == dummy.action_space
     dummy.seed(5)
     ours.seed(5)

@@ -58,6 +58,11 @@ def _task_values(name: str) -> dict[str, np.ndarray]:
 
 def _scene(material, with_collider: bool):
     from engine import colliders, sampling
+
+    try:  # shapes live in engine.geometry (older trees: engine.colliders)
+        from engine.geometry import Box
+    except ImportError:
+        Box = colliders.Box
     from engine.config import SimConfig
     from engine.scene import SceneBuilder
     from engine.simulator import Simulator
@@ -68,7 +73,7 @@ def _scene(material, with_collider: bool):
     gradient = np.array([[-1.0, 0.3, 0.0], [0.2, 0.5, 0.0], [0.0, 0.1, -0.8]])
     builder.add_particles(points, material, 1 / 40, velocity=0.5 * (points - centre) @ gradient.T)
     if with_collider:
-        builder.add_collider(colliders.Collider(colliders.Box((0.05, 0.05, 0.03)), pose=(0.45, 0.45, 0.55, 1, 0, 0, 0)))
+        builder.add_collider(colliders.Collider(Box((0.05, 0.05, 0.03)), pose=(0.45, 0.45, 0.55, 1, 0, 0, 0)))
     return Simulator(builder.build(), batch_size=2)
 
 
