@@ -32,7 +32,7 @@ from engine.geometry.pose import integrate_poses
 from engine.geometry.sdf import SHAPE_DIM, sdf_world
 from engine.solvers.base import Stage, Substep
 from engine.solvers.mpm import MPMSolver
-from engine.solvers.mpm_kernels import pad4
+from engine.solvers.mpm_kernels import axis_weights, pad4, stencil
 from engine.state import Model
 
 ndarray = ti.types.ndarray
@@ -111,6 +111,125 @@ def project_out(
         if res[0] < 0.0:
             xp = xp - res[0] * ti.Vector([res[1], res[2], res[3]])
         x_chain[c + 1, b, p] = xp
+
+
+@ti.kernel
+def sensor_contact(
+    x: ndarray(),
+    v: ndarray(),
+    s_in: ti.i32,
+    surface_nodes: ndarray(),
+    node_sensor: ndarray(),
+    sensor_mount: ndarray(),
+    params: ndarray(),
+    c: ti.i32,
+    kind: ti.template(),
+    collider_shape: ndarray(),
+    collider_pos: ndarray(),
+    collider_quat: ndarray(),
+    collider_lin: ndarray(),
+    collider_ang: ndarray(),
+    mesh_sdf: ndarray(),
+    g: ti.i32,
+    f_contact: ndarray(),
+):
+    """Penalty contact of every sensor surface node with collider c (skipping each sensor's own
+    mount): ``f_contact[c, b, i]`` = the force on node i (the model of
+    :class:`engine.solvers.fem.PenaltyContact`; parameters k_n, k_d, k_t, mu in columns 4-7)."""
+    for b, j in ti.ndrange(x.shape[1], surface_nodes.shape[0]):
+        i = surface_nodes[j]
+        xi = x[s_in, b, i]
+        force = ti.Vector.zero(float, 3)
+        k = node_sensor[i]
+        if sensor_mount[k] != c:
+            pos = collider_pos[g, b, c]
+            res = sdf_world(kind, collider_shape[c], pos, collider_quat[g, b, c], xi, mesh_sdf)
+            if res[0] < 0.0:
+                n = ti.Vector([res[1], res[2], res[3]])
+                row = params[b, k]
+                v_rel = v[s_in, b, i] - (collider_lin[g, b, c] + collider_ang[g, b, c].cross(xi - pos))
+                vn = v_rel.dot(n)
+                fn = (row[4] + row[5] * ti.max(-vn, 0.0)) * (-res[0])
+                vt = v_rel - vn * n
+                vt_norm = ti.sqrt(vt.dot(vt) + 1e-20)
+                ft = ti.min(row[6] * vt_norm, row[7] * fn)
+                force = fn * n - ft * vt / vt_norm
+        f_contact[c, b, i] = force
+
+
+@ti.kernel
+def copy_grid_velocity(grid_v: ndarray(), c: ti.i32):
+    """grid_v[c + 1] = grid_v[c] (the sensors' reaction is then added to the copy)."""
+    for b, i, j in ti.ndrange(grid_v.shape[1], grid_v.shape[2], grid_v.shape[3]):
+        for k in range(grid_v.shape[4]):
+            grid_v[c + 1, b, i, j, k] = grid_v[c, b, i, j, k]
+
+
+@ti.kernel
+def sensor_mpm_contact(
+    grid_mom_mass: ndarray(),
+    grid_v: ndarray(),
+    c: ti.i32,
+    x: ndarray(),
+    v: ndarray(),
+    s_in: ti.i32,
+    surface_nodes: ndarray(),
+    node_sensor: ndarray(),
+    params: ndarray(),
+    inv_dx: float,
+    m_ref: float,
+    dt: float,
+    row: ti.i32,
+    f_contact: ndarray(),
+):
+    """Penalty contact of the sensor surface nodes with MPM material, through the MPM grid.
+
+    At a surface node, the grid mass interpolated with the quadratic B-spline weights gives the
+    material's occupancy phi = m(x) / m_ref (m_ref: the mass of a full cell) and its gradient;
+    the node is inside the material where phi > 1/2, at depth (phi - 1/2) / |grad phi| along
+    n = -grad phi / |grad phi|; the relative velocity is against the mass-weighted grid velocity.
+    The force follows the penalty law of :class:`engine.solvers.fem.PenaltyContact`; its
+    reaction -F dt is spread over the stencil's nodes as velocity changes -F dt w_g / m(x), so
+    the momentum the grid loses is exactly F dt: ``grid_v[c] -> grid_v[c + 1]`` (which must hold
+    a copy of grid_v[c]); the node force goes to ``f_contact[row]``."""
+    for b, j in ti.ndrange(x.shape[1], surface_nodes.shape[0]):
+        i = surface_nodes[j]
+        xi = x[s_in, b, i]
+        base, fx = stencil(xi, inv_dx)
+        base = ti.max(ti.min(base, grid_v.shape[2] - 3), 0)
+        fx = xi * inv_dx - base
+        N, dN = axis_weights(fx)
+        m = 0.0
+        p = ti.Vector.zero(float, 3)
+        grad_m = ti.Vector.zero(float, 3)
+        for a, e, f in ti.static(ti.ndrange(3, 3, 3)):
+            node = base + ti.Vector([a, e, f])
+            w = N[0, a] * N[1, e] * N[2, f]
+            gw = ti.Vector([dN[0, a] * N[1, e] * N[2, f], N[0, a] * dN[1, e] * N[2, f], N[0, a] * N[1, e] * dN[2, f]])
+            mg = grid_mom_mass[b, node[0], node[1], node[2]][3]
+            m += w * mg
+            p += w * mg * grid_v[c, b, node[0], node[1], node[2]].xyz
+            grad_m += (inv_dx * mg) * gw
+        force = ti.Vector.zero(float, 3)
+        phi = m / m_ref
+        if phi > 0.5:
+            grad_phi = grad_m / m_ref
+            g_norm = ti.sqrt(grad_phi.dot(grad_phi) + 1e-30)
+            n = -grad_phi / g_norm
+            depth = (phi - 0.5) / ti.max(g_norm, 0.5 * inv_dx)
+            row_p = params[b, node_sensor[i]]
+            v_rel = v[s_in, b, i] - p / m
+            vn = v_rel.dot(n)
+            fn = (row_p[4] + row_p[5] * ti.max(-vn, 0.0)) * depth
+            vt = v_rel - vn * n
+            vt_norm = ti.sqrt(vt.dot(vt) + 1e-20)
+            ft = ti.min(row_p[6] * vt_norm, row_p[7] * fn)
+            force = fn * n - ft * vt / vt_norm
+            for a, e, f in ti.static(ti.ndrange(3, 3, 3)):
+                node = base + ti.Vector([a, e, f])
+                w = N[0, a] * N[1, e] * N[2, f]
+                grid_v[c + 1, b, node[0], node[1], node[2]] += pad4(-(w * dt / m) * force)
+        f_contact[row, b, i] = force
 
 
 class ColliderControl:
@@ -236,3 +355,63 @@ class ColliderCoupling:
             project_out.grad(
                 self.mpm.x_chain, c, self.kinds[c], self.shape, ctrl.pos, ctrl.quat, self.mesh_sdf, sub.g + 1
             )  # fmt: skip
+
+
+class SensorContact:
+    """Penalty contact of the sensors' surface nodes with the colliders and the MPM material
+    (stage ``grid_coupling``, after the colliders' grid conditions): one row of
+    ``fem.f_contact`` per collider and one for the MPM material, which the FEM step sums; the
+    MPM material's reaction goes to the last grid velocity set (``grid_v[K] -> grid_v[K + 1]``)."""
+
+    name = "sensor_contact"
+
+    def __init__(self, model: Model, colliders: ColliderCoupling, fem, mpm: MPMSolver):
+        self.colliders, self.fem, self.mpm = colliders, fem, mpm
+        self.sensor_mount = arrays.upload(np.array([s.mount for s in model.sensors]), ti.i32)
+        self.m_ref = max(m.density for m in model.materials) * model.config.dx**3
+        self.dt = model.config.dt
+
+    def stages(self) -> list[Stage]:
+        # Not kept: the FEM step's adjoint needs the contact forces, so a kept substep reruns it
+        # (rewriting grid_v[K + 1] of the kept grids with the same values).
+        return [Stage("grid_coupling", self.forces, self.forces_adjoint, self.zero_mass_grad)]
+
+    def zero_mass_grad(self, sub: Substep) -> None:
+        """The grid momentum and mass adjoint this stage's adjoint adds to (the MPM grid update's
+        adjoint then adds its own)."""
+        arrays.zero_array(self.mpm.grids_of(sub).mom_mass.grad)
+
+    def allocate(self, slots: int, needs_grad: bool) -> None:
+        return None
+
+    def allocate_kept(self) -> None:
+        return None
+
+    def kept_bytes(self) -> int:
+        return 0
+
+    def _args(self, sub: Substep, c: int) -> tuple:
+        col, fem, buf, ctrl = self.colliders, self.fem, sub.state[self.fem.name], sub.control
+        return (
+            buf.x, buf.v, sub.s_in, fem.surface_nodes, fem.node_sensor, self.sensor_mount, fem.params, c,
+            col.kinds[c], col.shape, ctrl.pos, ctrl.quat, ctrl.lin, ctrl.ang, col.mesh_sdf, sub.g, fem.f_contact,
+        )  # fmt: skip
+
+    def _mpm_args(self, sub: Substep) -> tuple:
+        fem, buf, grids, K = self.fem, sub.state[self.fem.name], self.mpm.grids_of(sub), self.colliders.n_colliders
+        return (
+            grids.mom_mass, grids.v, K, buf.x, buf.v, sub.s_in, fem.surface_nodes, fem.node_sensor, fem.params,
+            self.mpm.inv_dx, self.m_ref, self.dt, K, fem.f_contact,
+        )  # fmt: skip
+
+    def forces(self, sub: Substep) -> None:
+        for c in range(self.colliders.n_colliders):
+            sensor_contact(*self._args(sub, c))
+        copy_grid_velocity(self.mpm.grids_of(sub).v, self.colliders.n_colliders)
+        sensor_mpm_contact(*self._mpm_args(sub))
+
+    def forces_adjoint(self, sub: Substep) -> None:
+        sensor_mpm_contact.grad(*self._mpm_args(sub))
+        copy_grid_velocity.grad(self.mpm.grids_of(sub).v, self.colliders.n_colliders)
+        for c in reversed(range(self.colliders.n_colliders)):
+            sensor_contact.grad(*self._args(sub, c))

@@ -44,6 +44,7 @@ class SceneBuilder:
         self._body_ids: list[np.ndarray] = []
         self._n_bodies = 0
         self._colliders: list = []
+        self._sensors: list = []
 
     @property
     def n_particles(self) -> int:
@@ -111,6 +112,23 @@ class SceneBuilder:
         self._colliders.append(collider)
         return len(self._colliders) - 1
 
+    def add_sensor(self, sensor) -> int:
+        """Add an FEM elastomer sensor (engine.solvers.fem.Sensor) mounted on an added collider;
+        returns its index. Raises ValueError if the mount is not a collider index or the substep
+        is above the elastomer's stable explicit step."""
+        from engine.solvers.fem import Sensor, check_sensor_dt
+
+        if not isinstance(sensor, Sensor):
+            raise ValueError(f"add_sensor expects an engine.solvers.fem.Sensor, got {type(sensor).__name__}")
+        if not (isinstance(sensor.mount, int) and 0 <= sensor.mount < len(self._colliders)):
+            raise ValueError(
+                f"Sensor.mount must be the index of an added collider (0..{len(self._colliders) - 1}), "
+                f"got {sensor.mount!r}"
+            )
+        check_sensor_dt(sensor, self.config.dt)
+        self._sensors.append(sensor)
+        return len(self._sensors) - 1
+
     def build(self) -> Model:
         if not self._points:
             raise ValueError("scene has no particles")
@@ -143,4 +161,5 @@ class SceneBuilder:
             body_volume=body_volume,
             body_Aqq_inv=body_Aqq_inv,
             colliders=tuple(self._colliders),
+            sensors=tuple(self._sensors),
         )

@@ -32,14 +32,15 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from engine import runtime
-from engine.coupling import ColliderCoupling
+from engine import arrays, runtime
+from engine.coupling import ColliderCoupling, SensorContact
 from engine.materials import N_PARAMS, PARAM_NAMES
 from engine.scene import check_stability
 from engine.solvers.base import PHASES, SlotState, Stage, Substep
+from engine.solvers.fem import N_SENSOR_PARAMS, FEMSolver, check_elastomer
 from engine.solvers.mpm import MPMSolver
 from engine.solvers.shape_matching import ShapeMatchingSolver
-from engine.state import Model, ParticleState, SimulationDiverged, State
+from engine.state import Model, ParticleState, SensorState, SimulationDiverged, State
 
 
 @dataclass(frozen=True)
@@ -68,14 +69,23 @@ class Rollout:
         steps: the recorded control steps (1-based: step t is the state after t actions).
         x: (R, B, N, 3) positions at those steps [m] (differentiable).
         v: (R, B, N, 3) velocities at those steps [m/s] (differentiable).
-        final: the full final state (x, v, collider poses differentiable; C, F, J detached), or
-            None when the last control step is not among the recorded ones.
+        final: the full final state (x, v, collider poses and sensor node positions
+            differentiable; C, F, J and sensor velocities detached), or None when the last control
+            step is not among the recorded ones.
+        sensor_x: (R, B, n, 3) FEM sensor node positions at those steps [m] (differentiable;
+            n = 0 without sensors).
+        sensor_f: (R, B, n, 3) contact force on each sensor node in the last substep of those
+            steps [N] (differentiable).
+        collider_pose: (R, B, K, 7) collider poses at those steps (differentiable).
     """
 
     steps: tuple[int, ...]
     x: torch.Tensor
     v: torch.Tensor
     final: State | None
+    sensor_x: torch.Tensor
+    sensor_f: torch.Tensor
+    collider_pose: torch.Tensor
 
 
 class Simulator:
@@ -121,11 +131,21 @@ class Simulator:
         if scatter == "auto":
             scatter = "slabs" if runtime.on_cpu() and B * model.n_particles >= SLAB_MIN_PARTICLES else "atomic"
 
+        # Grid velocity conditions between the transfers: one per collider, one for the sensors.
+        n_conditions = K + (1 if model.sensors else 0)
         self.mpm = MPMSolver(
-            model, B, scatter, n_conditions=K, staged_x=bool(K or nb), staged_v=bool(nb), grid_mass_read_later=K > 0
-        )
+            model, B, scatter, n_conditions, K, staged_x=bool(K or nb), staged_v=bool(nb),
+            grid_mass_read_later=n_conditions > 0, mass_adjoint_from_later=bool(model.sensors),
+        )  # fmt: skip
         self.colliders = ColliderCoupling(model, B, self.mpm)
-        self.parts = [self.mpm, self.colliders] + ([ShapeMatchingSolver(model, B, self.mpm)] if nb else [])
+        self.parts = [self.mpm, self.colliders]
+        self.fem: FEMSolver | None = None
+        if model.sensors:
+            self.fem = FEMSolver(model, B, n_contact_rows=K + 1)  # one row per collider, one for MPM
+            self.parts += [self.fem, SensorContact(model, self.colliders, self.fem, self.mpm)]
+        if nb:
+            self.parts.append(ShapeMatchingSolver(model, B, self.mpm))
+        self._accumulating = [part.name for part in self.parts if getattr(part, "accumulates_adjoint", False)]
         stages = [st for part in self.parts for st in part.stages()]
         self.stages: list[Stage] = [st for phase in PHASES for st in stages if st.phase == phase]
         self._unkept = [st for st in self.stages if not st.kept]
@@ -140,6 +160,7 @@ class Simulator:
         self._slot = 0
         self._pose: torch.Tensor | None = None
         self._loaded_params: torch.Tensor | None = None
+        self._loaded_sensor_params: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -167,6 +188,10 @@ class Simulator:
         pose = torch.zeros(B, self.n_colliders, 7, dtype=dt)
         for c, collider in enumerate(self.model.colliders):
             pose[:, c] = torch.as_tensor(np.asarray(collider.pose, dtype=np.float64), dtype=dt)
+        sensors = None
+        if self.fem is not None:
+            nodes = self.fem.initial_nodes(pose)
+            sensors = SensorState(nodes, torch.zeros_like(nodes), torch.zeros_like(nodes))
         return State(
             x=x,
             v=v,
@@ -174,12 +199,19 @@ class Simulator:
             F=torch.eye(3, dtype=dt).expand(B, N, 3, 3).clone(),
             J=torch.ones(B, N, dtype=dt),
             collider_pose=pose,
+            sensors=sensors,
         )
 
     def default_params(self) -> torch.Tensor:
         """(B, M, 5) material parameter table of the Model's materials."""
         table = torch.as_tensor(self.model.default_params(), dtype=self.dtype)
         return table.expand(self.batch_size, *table.shape).clone()
+
+    def default_sensor_params(self) -> torch.Tensor:
+        """(B, S, 8) sensor parameter table (engine.solvers.fem.SENSOR_PARAM_NAMES); S may be 0."""
+        if self.fem is None:
+            return torch.zeros(self.batch_size, 0, N_SENSOR_PARAMS, dtype=self.dtype)
+        return self.fem.default_params()
 
     # ------------------------------------------------------------------ validation
     def _check_params(self, params: torch.Tensor) -> torch.Tensor:
@@ -191,6 +223,21 @@ class Simulator:
             for m, material in enumerate(self.model.materials):
                 trial = replace(material, **dict(zip(PARAM_NAMES, map(float, values[b, m]), strict=True)))
                 check_stability(trial, self.config)
+        return params
+
+    def _check_sensor_params(self, params: torch.Tensor) -> torch.Tensor:
+        expected = (self.batch_size, len(self.model.sensors), N_SENSOR_PARAMS)
+        if tuple(params.shape) != expected:
+            raise ValueError(f"sensor_params must have shape {expected} (B, sensors, 8), got {tuple(params.shape)}")
+        values = params.detach().cpu().double().numpy()
+        if not np.isfinite(values).all():
+            raise ValueError("sensor_params contains NaN/Inf")
+        for b in range(values.shape[0]):
+            for k, sensor in enumerate(self.model.sensors):
+                E, nu, rho, damping = (float(v) for v in values[b, k, :4])
+                check_elastomer(E, nu, rho, damping, f"sensor_params[{b}, {k}] ({sensor.name})")
+                if (values[b, k, 4:] < 0).any():
+                    raise ValueError(f"sensor_params[{b}, {k}]: contact parameters k_n, k_d, k_t, mu must be >= 0")
         return params
 
     def _check_control(self, control: torch.Tensor, steps: int | None = None) -> None:
@@ -223,6 +270,17 @@ class Simulator:
                 raise ValueError(f"state.{name} must have shape {shape}, got {tuple(value.shape)}")
             if not torch.isfinite(value if rows is None else value[rows]).all():
                 raise ValueError(f"state.{name} contains NaN/Inf")
+        if self.fem is not None:
+            if state.sensors is None:
+                raise ValueError("state.sensors is None but the scene has sensors")
+            for name in SensorState.FIELDS:
+                value = getattr(state.sensors, name)
+                if tuple(value.shape) != (B, self.fem.n_nodes, 3):
+                    raise ValueError(
+                        f"state.sensors.{name} must have shape {(B, self.fem.n_nodes, 3)}, got {tuple(value.shape)}"
+                    )
+                if not torch.isfinite(value if rows is None else value[rows]).all():
+                    raise ValueError(f"state.sensors.{name} contains NaN/Inf")
         x = state.x.detach() if rows is None else state.x.detach()[rows]
         if ((x < self._lo) | (x > self._hi)).any():
             raise ValueError(f"state.x: particles outside the domain interior [{self._lo:.4g}, {self._hi:.4g}]^3")
@@ -235,11 +293,31 @@ class Simulator:
             raise SimulationDiverged(step, bad, reason)
 
     def _read_state(self, state: SlotState, slot: int, pose: torch.Tensor) -> State:
-        return State.from_parts(self.mpm.read(state[self.mpm.name], slot), pose)
+        sensors = None
+        if self.fem is not None:
+            nodes = state[self.fem.name]
+            sensors = SensorState(*(self.fem.read_array(getattr(nodes, f), slot) for f in SensorState.FIELDS))
+        return State.from_parts(self.mpm.read(state[self.mpm.name], slot), pose, sensors)
+
+    def _write_state(self, state: State, buffers: SlotState, slot: int) -> None:
+        self.mpm.write(state.particles, buffers[self.mpm.name], slot)
+        if self.fem is not None:
+            self.fem.write(state.sensors, buffers[self.fem.name], slot)
+
+    def _status(self, buffers: SlotState, slot: int) -> np.ndarray:
+        """(B,) worst status over the solvers with a blow-up check (0 ok, 1 non-finite, 2 runaway)."""
+        status = self.mpm.status(buffers[self.mpm.name], slot)
+        if self.fem is not None:
+            status = np.maximum(status, self.fem.status(buffers[self.fem.name], slot))
+        return status
 
     # ------------------------------------------------------------------ fast path
     def reset(
-        self, state: State | None = None, params: torch.Tensor | None = None, entries: list[int] | None = None
+        self,
+        state: State | None = None,
+        params: torch.Tensor | None = None,
+        entries: list[int] | None = None,
+        sensor_params: torch.Tensor | None = None,
     ) -> None:
         """Load a state (default: the initial state) for stepping with :meth:`step`.
 
@@ -249,14 +327,15 @@ class Simulator:
                 current ones are kept unless given).
             entries: restart only these batch entries from ``state``; the others keep their
                 current state, which may be a diverged one awaiting its own reset.
+            sensor_params: (B, S, 8) sensor parameters (default: the sensors').
         """
         state = self.initial_state() if state is None else state
         if entries is None:
             self._check_state(state)
-            self.mpm.write(state.particles, self.ring[self.mpm.name], 0)
+            self._write_state(state, self.ring, 0)
             self._slot = 0
             self._pose = state.collider_pose.detach().to(self.dtype).clone()
-            self.set_params(self.default_params() if params is None else params)
+            self.set_params(self.default_params() if params is None else params, sensor_params)
             return
         if self._pose is None:
             raise RuntimeError("call reset() for all entries before restarting some of them")
@@ -267,15 +346,24 @@ class Simulator:
         merged = self.get_state()
         for name in State.FIELDS:
             getattr(merged, name)[rows] = getattr(state, name).detach().to(self.dtype)[rows]
-        self.mpm.write(merged.particles, self.ring[self.mpm.name], self._slot)
+        if self.fem is not None:
+            for name in SensorState.FIELDS:
+                getattr(merged.sensors, name)[rows] = getattr(state.sensors, name).detach().to(self.dtype)[rows]
+        self._write_state(merged, self.ring, self._slot)
         self._pose = merged.collider_pose
-        if params is not None:
-            self.set_params(params)
+        if params is not None or sensor_params is not None:
+            self.set_params(self._loaded_params if params is None else params, sensor_params)
 
-    def set_params(self, params: torch.Tensor) -> None:
-        """Set the (B, M, 5) material parameter table used by :meth:`step`."""
+    def set_params(self, params: torch.Tensor, sensor_params: torch.Tensor | None = None) -> None:
+        """Set the (B, M, 5) material parameter table (and the (B, S, 8) sensor parameters,
+        default: the current ones, else the sensors') used by :meth:`step`."""
         self._loaded_params = self._check_params(params.detach().to(self.dtype))
         self.mpm.load_params(self._loaded_params)
+        if sensor_params is not None or self._loaded_sensor_params is None:
+            table = self.default_sensor_params() if sensor_params is None else sensor_params
+            self._loaded_sensor_params = self._check_sensor_params(table.detach().to(self.dtype))
+        if self.fem is not None:
+            self.fem.load_params(self._loaded_sensor_params)
 
     def step(self, control: torch.Tensor, raise_on_divergence: bool = True) -> np.ndarray:
         """Advance one control step (``substeps`` substeps) in place, without gradients.
@@ -292,6 +380,8 @@ class Simulator:
         control = torch.as_tensor(control, dtype=self.dtype)
         self._check_control(control[None], steps=1)
         self.mpm.load_params(self._loaded_params)
+        if self.fem is not None:
+            self.fem.load_params(self._loaded_sensor_params)
         pose, vel = self.colliders.trajectory(self._pose, control[None])
         ctrl = self.colliders.control_arrays(pose, vel, needs_grad=False)
         for g in range(self.config.substeps):
@@ -301,7 +391,7 @@ class Simulator:
             self._slot = 1 - self._slot
         if self.n_colliders:
             self._pose = pose[-1].clone()
-        status = self.mpm.status(self.ring[self.mpm.name], self._slot)
+        status = self._status(self.ring, self._slot)
         if raise_on_divergence:
             self._raise_if_diverged(status, 1)
         return status
@@ -330,6 +420,7 @@ class Simulator:
         params: torch.Tensor | None = None,
         record: str | tuple[int, ...] | list[int] = "final",
         checkpoint_every: int | None = None,
+        sensor_params: torch.Tensor | None = None,
     ) -> Rollout:
         """Run T control steps from ``state``; differentiable when any input requires grad.
 
@@ -340,6 +431,7 @@ class Simulator:
             record: "final", "all", or control steps (1-based) whose state is returned.
             checkpoint_every: substeps between stored states in the forward pass (default
                 ceil(sqrt(T * substeps))).
+            sensor_params: (B, S, 8) sensor parameters (default: the sensors'; differentiable).
 
         Returns:
             A :class:`Rollout`.
@@ -354,6 +446,8 @@ class Simulator:
             raise ValueError("control must have at least one step")
         params = self.default_params() if params is None else params
         self._check_params(params)
+        sensor_params = self.default_sensor_params() if sensor_params is None else sensor_params
+        self._check_sensor_params(sensor_params)
         if record == "final":
             steps = (T,)
         elif record == "all":
@@ -368,18 +462,31 @@ class Simulator:
             raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every!r}")
         plan = _Plan(T, self.config.substeps, steps, min(every, n_sub))
         pose, vel = self.colliders.trajectory(state.collider_pose.to(self.dtype), control.to(self.dtype))
-        inputs = (state.x, state.v, params, pose, vel)
+        inputs = (state.x, state.v, params, pose, vel, sensor_params)
         inputs = tuple(t.to(self.dtype) for t in inputs)
-        extra = (state.C.detach(), state.F.detach(), state.J.detach())
+        extra = (state.C.detach(), state.F.detach(), state.J.detach(), state.sensors)
         if torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
-            x_rec, v_rec, C, F, J = RolloutFunction.apply(self, plan, extra, *inputs)
+            x_rec, v_rec, C, F, J, sx_rec, sf_rec, sv = RolloutFunction.apply(self, plan, extra, *inputs)
         else:
             with torch.no_grad():
-                x_rec, v_rec, C, F, J = self.forward(plan, extra, *inputs, keep_checkpoints=False)[:5]
-        final = State(x=x_rec[-1], v=v_rec[-1], C=C, F=F, J=J, collider_pose=pose[-1, :, : self.n_colliders])
-        if steps[-1] != T:
-            final = None
-        return Rollout(steps=steps, x=x_rec, v=v_rec, final=final)
+                x_rec, v_rec, C, F, J, sx_rec, sf_rec, sv = self.forward(plan, extra, *inputs, keep_checkpoints=False)[
+                    :8
+                ]
+        K = self.n_colliders
+        rows = [t * self.config.substeps for t in steps]
+        final = None
+        if steps[-1] == T:
+            sensors = None if self.fem is None else SensorState(sx_rec[-1], sv, sf_rec[-1])
+            final = State(x=x_rec[-1], v=v_rec[-1], C=C, F=F, J=J, collider_pose=pose[-1, :, :K], sensors=sensors)
+        return Rollout(
+            steps=steps,
+            x=x_rec,
+            v=v_rec,
+            final=final,
+            sensor_x=sx_rec,
+            sensor_f=sf_rec,
+            collider_pose=pose[rows][:, :, :K],
+        )
 
     def _replay_buffers(self, plan: _Plan) -> tuple[SlotState, list[dict]]:
         """The tape of a checkpoint segment's every + 1 states, with gradients (the adjoint works
@@ -398,14 +505,18 @@ class Simulator:
         for stage in self.stages:
             stage.forward(sub)
 
-    def forward(self, plan: _Plan, extra, x0, v0, params, pose, vel, keep_checkpoints: bool):
+    def forward(self, plan: _Plan, extra, x0, v0, params, pose, vel, sensor_params, keep_checkpoints: bool):
         """Forward pass of a rollout (used by RolloutFunction); returns recorded x, v, the final
-        C, F, J and, if asked, the checkpoints."""
-        mpm = self.mpm
+        C, F, J, recorded sensor node positions and contact forces, the final sensor node
+        velocities and, if asked, the checkpoints."""
+        mpm, fem = self.mpm, self.fem
         mpm.load_params(params)
         ctrl = self.colliders.control_arrays(pose, vel, needs_grad=False)
         ring = self.ring
-        mpm.write(ParticleState(x0, v0, *extra), ring[mpm.name], 0)
+        mpm.write(ParticleState(x0, v0, *extra[:3]), ring[mpm.name], 0)
+        if fem is not None:
+            fem.load_params(sensor_params)
+            fem.write(extra[3], ring[fem.name], 0)
         n_ckpt = math.ceil(plan.n_sub / plan.every)
         ckpt = self._allocate(n_ckpt, needs_grad=False) if keep_checkpoints else None
         record = plan.record_index()
@@ -413,6 +524,9 @@ class Simulator:
         B, N = self.batch_size, self.n_particles
         x_rec = torch.empty(R, B, N, 3, dtype=self.dtype)
         v_rec = torch.empty(R, B, N, 3, dtype=self.dtype)
+        n_nodes = 0 if fem is None else fem.n_nodes
+        sx_rec = torch.zeros(R, B, n_nodes, 3, dtype=self.dtype)
+        sf_rec = torch.zeros(R, B, n_nodes, 3, dtype=self.dtype)
         # With checkpoints, the last segment runs as the backward would replay it (on the tape,
         # keeping its intermediates), so the backward starts with that segment's adjoint.
         last_s0 = (n_ckpt - 1) * plan.every
@@ -433,11 +547,14 @@ class Simulator:
                 buf, sub = ring, Substep(ring, a, b, s, ctrl)
             self._substep(sub)
             if (s + 1) % plan.substeps == 0:
-                self._raise_if_diverged(mpm.status(buf[mpm.name], b), (s + 1) // plan.substeps)
+                self._raise_if_diverged(self._status(buf, b), (s + 1) // plan.substeps)
             if s + 1 in record:
                 r = record[s + 1]
                 x_rec[r] = mpm.read_array(buf[mpm.name].x, b, (3,))
                 v_rec[r] = mpm.read_array(buf[mpm.name].v, b, (3,))
+                if fem is not None:
+                    sx_rec[r] = fem.read_array(buf[fem.name].x, b)
+                    sf_rec[r] = fem.read_array(buf[fem.name].f, b)
         last = plan.n_sub % 2
         if ckpt is not None:
             tape.copy_slot_to(plan.n_sub - last_s0, ring, last)
@@ -445,9 +562,11 @@ class Simulator:
         C = mpm.read_array(particles.C, last, (3, 3))
         F = mpm.read_array(particles.F, last, (3, 3))
         J = mpm.read_array(particles.J, last, ())
+        sv = torch.zeros(B, n_nodes, 3, dtype=self.dtype) if fem is None else fem.read_array(ring[fem.name].v, last)
         self._slot, self._pose = last, pose[-1, :, : self.n_colliders].detach().clone()
         self._loaded_params = params.detach().clone()
-        return x_rec, v_rec, C, F, J, ckpt
+        self._loaded_sensor_params = sensor_params.detach().clone()
+        return x_rec, v_rec, C, F, J, sx_rec, sf_rec, sv, ckpt
 
     def _substep_adjoint(self, sub: Substep) -> None:
         """Adjoint of one substep on the tape (input slot ``sub.s_in``, output ``sub.s_out``):
@@ -467,11 +586,16 @@ class Simulator:
         for stage in reversed(self.stages):
             stage.adjoint(sub)
 
-    def backward(self, plan: _Plan, ckpt: SlotState, params, pose, vel, grad_x, grad_v, need_params=True):
-        """Adjoint of :meth:`forward`: returns gradients w.r.t. x0, v0, params (None unless
-        ``need_params``: the density part is a separate reduction), pose, vel."""
-        mpm = self.mpm
+    def backward(self, plan: _Plan, ckpt: SlotState, params, pose, vel, sensor_params, grads, need_params=True):
+        """Adjoint of :meth:`forward`: ``grads`` are the loss's gradients with respect to the
+        recorded x, v, sensor node positions and sensor contact forces (each may be None).
+        Returns gradients w.r.t. x0, v0, params (None unless ``need_params``: the density part
+        is a separate reduction), pose, vel, sensor_params."""
+        mpm, fem = self.mpm, self.fem
         mpm.load_params(params)
+        if fem is not None:
+            fem.load_params(sensor_params)
+            fem.params.grad.fill(0)
         ctrl = self.colliders.control_arrays(pose, vel, needs_grad=True)
         ctrl.zero_grad()
         B, N = self.batch_size, self.n_particles
@@ -484,8 +608,10 @@ class Simulator:
         mpm.begin_backward([k[mpm.name] for k in kept])
         record = plan.record_index()
         dt = self.dtype
-        grad_x = torch.zeros(len(plan.record_steps), B, N, 3, dtype=dt) if grad_x is None else grad_x.to(dt)
-        grad_v = torch.zeros(len(plan.record_steps), B, N, 3, dtype=dt) if grad_v is None else grad_v.to(dt)
+        R = len(plan.record_steps)
+        grad_x, grad_v, grad_sx, grad_sf = (None if g is None else g.to(dt).contiguous() for g in grads)
+        grad_x = torch.zeros(R, B, N, 3, dtype=dt) if grad_x is None else grad_x
+        grad_v = torch.zeros(R, B, N, 3, dtype=dt) if grad_v is None else grad_v
         n_seg = math.ceil(plan.n_sub / plan.every)
         for k in reversed(range(n_seg)):
             s0, s1 = k * plan.every, min((k + 1) * plan.every, plan.n_sub)
@@ -505,8 +631,14 @@ class Simulator:
                 if s + 1 in record:
                     r = record[s + 1]
                     mpm.add_output_grad(tape[mpm.name], i + 1, grad_x[r], grad_v[r])
-                if mpm.accumulating_adjoint:
-                    tape.zero_grad_slot(i)
+                    if fem is not None:
+                        add_vec3 = arrays.transfers((3,))[2]
+                        if grad_sx is not None:
+                            add_vec3(grad_sx[r].contiguous(), tape[fem.name].x.grad, i + 1)
+                        if grad_sf is not None:
+                            add_vec3(grad_sf[r].contiguous(), tape[fem.name].f.grad, i + 1)
+                for name in self._accumulating:  # their adjoints add into slot i's
+                    tape[name].zero_grad_slot(i)
                 # Without kept intermediates the recomputation writes slot i + 1 again, to the same bits.
                 sub = Substep(tape, i, i + 1, s, ctrl, kept[i] if i < n_kept else None, need_params=need_params)
                 self._substep_adjoint(sub)
@@ -515,4 +647,5 @@ class Simulator:
         g_params = mpm.params_grad() if need_params else None
         K = self.n_colliders
         g_pose, g_vel = ctrl.grads()
-        return g_x0, g_v0, g_params, (g_pose[:, :, :K] if K else None), (g_vel[:, :, :K] if K else None)
+        g_sensor = fem.params_grad() if fem is not None else None
+        return g_x0, g_v0, g_params, (g_pose[:, :, :K] if K else None), (g_vel[:, :, :K] if K else None), g_sensor

@@ -38,6 +38,7 @@ class Model:
         body_volume: (nb,) total rest volume per body [m^3].
         body_Aqq_inv: (nb, 3, 3) inverse of the rest moment matrix sum V q q^T per body.
         colliders: kinematic colliders (engine.colliders.Collider).
+        sensors: FEM elastomer sensors (engine.solvers.fem.Sensor), each mounted on a collider.
     """
 
     config: SimConfig
@@ -51,6 +52,7 @@ class Model:
     body_volume: np.ndarray
     body_Aqq_inv: np.ndarray
     colliders: tuple = ()
+    sensors: tuple = ()
 
     @property
     def n_particles(self) -> int:
@@ -63,6 +65,10 @@ class Model:
     @property
     def n_colliders(self) -> int:
         return len(self.colliders)
+
+    @property
+    def n_sensor_nodes(self) -> int:
+        return int(sum(len(s.mesh.nodes) for s in self.sensors))
 
     def default_params(self) -> np.ndarray:
         """(M, 5) parameter table of the model's materials."""
@@ -95,26 +101,49 @@ class ParticleState:
     FIELDS = ("x", "v", "C", "F", "J")
 
 
+@dataclass
+class SensorState:
+    """State of the FEM sensor nodes of B scenes (all sensors' nodes concatenated, world frame).
+
+    Attributes:
+        x: (B, n, 3) node positions [m].
+        v: (B, n, 3) node velocities [m/s].
+        f: (B, n, 3) contact force on each node during the last substep [N].
+    """
+
+    x: torch.Tensor
+    v: torch.Tensor
+    f: torch.Tensor
+
+    FIELDS = ("x", "v", "f")
+
+
 class State:
     """Dynamic state of B scenes: one part per solver that has state, plus the collider poses.
 
-    Parts: ``particles`` (:class:`ParticleState`, the MLS-MPM solver's). ``x, v, C, F, J`` read
-    and write the particle part's fields (``state.x`` is ``state.particles.x``), the common case.
+    Parts: ``particles`` (:class:`ParticleState`, the MLS-MPM solver's) and ``sensors``
+    (:class:`SensorState`, the FEM solver's; None in a scene without sensors). ``x, v, C, F, J``
+    read and write the particle part's fields (``state.x`` is ``state.particles.x``), the
+    common case.
 
     Attributes:
         particles: the MPM particles' state.
         collider_pose: (B, K, 7) collider position [m] and unit quaternion (w, x, y, z).
+        sensors: the FEM sensor nodes' state, or None.
     """
 
     FIELDS = (*ParticleState.FIELDS, "collider_pose")
 
-    def __init__(self, x, v, C, F, J, collider_pose):
+    def __init__(self, x, v, C, F, J, collider_pose, sensors: SensorState | None = None):
         self.particles = ParticleState(x, v, C, F, J)
         self.collider_pose = collider_pose
+        self.sensors = sensors
 
     @classmethod
-    def from_parts(cls, particles: ParticleState, collider_pose: torch.Tensor) -> State:
-        return cls(*(getattr(particles, f) for f in ParticleState.FIELDS), collider_pose)
+    def from_parts(
+        cls, particles: ParticleState, collider_pose: torch.Tensor, sensors: SensorState | None = None
+    ) -> State:
+        return cls(*(getattr(particles, f) for f in ParticleState.FIELDS), collider_pose, sensors)
 
     @property
     def batch_size(self) -> int:
@@ -122,7 +151,10 @@ class State:
 
     def map(self, fn) -> State:
         """A new State with ``fn`` applied to every tensor."""
-        return State(*(fn(getattr(self, f)) for f in self.FIELDS))
+        sensors = (
+            None if self.sensors is None else SensorState(*(fn(getattr(self.sensors, f)) for f in SensorState.FIELDS))
+        )
+        return State(*(fn(getattr(self, f)) for f in self.FIELDS), sensors=sensors)
 
     def detach(self) -> State:
         return self.map(torch.Tensor.detach)

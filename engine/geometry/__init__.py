@@ -2,7 +2,8 @@
 
 ``sdf``: shape kinds and the Taichi SDFs (one kind dispatch); ``shapes``: the shape dataclasses
 with numpy SDF mirrors; ``mesh``: triangle-mesh signed distances and voxel SDFs (libigl);
-``pose``: quaternion rotations, pose validation and torch pose integration.
+``pose``: quaternion rotations, pose validation and torch pose integration; ``tetmesh``:
+tetrahedral meshes of tactile-sensor gels (pad, dome, tetrahedralization), numpy only.
 """
 
 from engine.geometry.mesh import (
@@ -39,6 +40,15 @@ from engine.geometry.sdf import (
     shape_vec_type,
 )
 from engine.geometry.shapes import Bowl, Box, Capsule, Cup, Cylinder, Plane, Shape, Sphere
+from engine.geometry.tetmesh import (
+    TetMesh,
+    boundary_faces,
+    dome,
+    flat_pad,
+    gelsight_pad,
+    tet_volumes,
+    tetrahedralize,
+)
 
 __all__ = [
     "BOWL",
@@ -60,7 +70,12 @@ __all__ = [
     "Plane",
     "Shape",
     "Sphere",
+    "TetMesh",
+    "boundary_faces",
+    "dome",
+    "flat_pad",
     "gather_shape",
+    "gelsight_pad",
     "integrate_poses",
     "load_mesh",
     "mesh_contains",
@@ -76,4 +91,6 @@ __all__ = [
     "sdf_world",
     "shape_vec_type",
     "step_pose",
+    "tet_volumes",
+    "tetrahedralize",
 ]

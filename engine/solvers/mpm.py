@@ -12,6 +12,8 @@ Hu et al. 2018 (MLS-MPM), Jiang et al. 2015 (APIC); the kernels are in
   ``x_chain[0]`` (and the velocities into ``v_free`` when rigid bodies follow);
 * ``finish`` (only with colliders and no rigid bodies): ``x_chain[K]`` -> the output slot.
 
+With sensors, one more grid velocity set carries their reaction (engine/coupling.py).
+
 Adjoints: hand-written for the transfers and the fluid stress (they *write* the adjoints of the
 substep's input), Taichi's reverse mode (``kernel.grad``, which *accumulates*) for the solid
 stresses, the grid update and the copies.
@@ -80,11 +82,13 @@ class Grids:
     zeroed: bool = False
 
     @classmethod
-    def allocate(cls, n_conditions: int, B: int, N: int, n: int, needs_grad: bool, v_grad: bool) -> Grids:
+    def allocate(
+        cls, n_conditions: int, B: int, N: int, n: int, needs_grad: bool, v_grad: bool, mass_grad: bool = False
+    ) -> Grids:
         real = runtime.real_dtype()
         vec4, mat3 = ti.types.vector(4, real), ti.types.matrix(3, 3, real)
         return cls(
-            mom_mass=ti.ndarray(vec4, (B, n, n, n), needs_grad=needs_grad),
+            mom_mass=ti.ndarray(vec4, (B, n, n, n), needs_grad=needs_grad or mass_grad),
             v=ti.ndarray(vec4, (n_conditions + 1, B, n, n, n), needs_grad=needs_grad or v_grad),
             affine=ti.ndarray(mat3, (B, N), needs_grad=needs_grad),
             slab_start=ti.ndarray(ti.i32, (B, n // K.SLAB_WIDTH + 2)),
@@ -99,12 +103,16 @@ class MPMSolver:
         model: the scene.
         batch_size: B.
         scatter: "slabs" (particles binned into slabs, plain adds) or "atomic".
-        n_conditions: grid boundary conditions applied between the two transfer halves (one
-            per collider): ``grid_v`` has ``n_conditions + 1`` velocity sets.
+        n_conditions: grid velocity conditions applied between the two transfer halves (one
+            per collider, one for sensors): ``grid_v`` has ``n_conditions + 1`` velocity sets.
+        n_projections: particle projections after g2p (one per collider): ``x_chain`` has
+            ``n_projections + 1`` position sets.
         staged_x: later stages move the particles, so g2p writes ``x_chain[0]``.
         staged_v: a later stage writes the velocities, so g2p writes ``v_free``.
         grid_mass_read_later: a later stage reads the grid mass (the grid update must not
             clear it).
+        mass_adjoint_from_later: a later stage's adjoint adds to the grid momentum and mass
+            adjoint (``grids.mom_mass.grad``, which it zeroes first); tape grids then carry it.
     """
 
     name = "mpm"
@@ -115,9 +123,11 @@ class MPMSolver:
         batch_size: int,
         scatter: str,
         n_conditions: int,
+        n_projections: int,
         staged_x: bool,
         staged_v: bool,
         grid_mass_read_later: bool,
+        mass_adjoint_from_later: bool = False,
     ):
         real = runtime.real_dtype()
         cfg = model.config
@@ -125,8 +135,10 @@ class MPMSolver:
         self.batch_size = B = batch_size
         self.n_particles = N = model.n_particles
         self.n_conditions = n_conditions
+        self.n_projections = n_projections
         self.staged_x, self.staged_v = staged_x, staged_v
         self.grid_mass_read_later = grid_mass_read_later
+        self.mass_adjoint_from_later = mass_adjoint_from_later
         self.slabs = scatter == "slabs"
         self.dt, self.dx, self.inv_dx = cfg.dt, cfg.dx, 1.0 / cfg.dx
         self.lo = cfg.boundary_cells * cfg.dx
@@ -143,13 +155,13 @@ class MPMSolver:
         ]
         # Taichi's reverse mode of the solid stresses accumulates into the C, F, J adjoints of a
         # substep's input, which must then be zeroed first; the hand-written adjoint kernels write.
-        self.accumulating_adjoint = any(kind != FLUID for kind, _, _ in self.material_groups)
+        self.accumulates_adjoint = any(kind != FLUID for kind, _, _ in self.material_groups)
         self.volume = arrays.upload(model.volume, real)
         self.params = ti.ndarray(real, (B, len(model.materials), N_PARAMS), needs_grad=True)
         self.mass_grad = ti.ndarray(real, (B, N))  # particle-mass adjoint (backward scratch)
         self.slab_rank = ti.ndarray(ti.i32, (B, N))  # binning scratch
         self.grids = Grids.allocate(n_conditions, B, N, cfg.grid_res, needs_grad=True, v_grad=True)
-        self.x_chain = ti.ndarray(ti.types.vector(3, real), (n_conditions + 1, B, N), needs_grad=True)
+        self.x_chain = ti.ndarray(ti.types.vector(3, real), (n_projections + 1, B, N), needs_grad=True)
         self.v_free = ti.ndarray(ti.types.vector(3, real), (1, B, N), needs_grad=True) if staged_v else None
         self.status_flags = ti.ndarray(ti.i32, (B,))
 
@@ -168,7 +180,15 @@ class MPMSolver:
 
     def allocate_kept(self) -> Grids:
         n, c = self.model.config.grid_res, self.n_conditions
-        return Grids.allocate(c, self.batch_size, self.n_particles, n, needs_grad=False, v_grad=c > 0)
+        return Grids.allocate(
+            c,
+            self.batch_size,
+            self.n_particles,
+            n,
+            needs_grad=False,
+            v_grad=c > 0,
+            mass_grad=self.mass_adjoint_from_later,
+        )
 
     def kept_bytes(self) -> int:
         """Bytes of one :class:`Grids` tape set."""
@@ -177,7 +197,8 @@ class MPMSolver:
         particles = self.batch_size * self.n_particles
         slabs = 4 * particles
         v_copies = 2 if self.n_conditions else 1  # with colliders a stored v has its adjoint too
-        return (nodes * (4 + 4 * (self.n_conditions + 1) * v_copies) + 9 * particles) * real_bytes + slabs
+        mass_copies = 2 if self.mass_adjoint_from_later else 1
+        return (nodes * (4 * mass_copies + 4 * (self.n_conditions + 1) * v_copies) + 9 * particles) * real_bytes + slabs
 
     def grids_of(self, sub: Substep) -> Grids:
         """The grids substep ``sub`` works on: its tape set, or the working set."""
@@ -219,14 +240,14 @@ class MPMSolver:
         )  # fmt: skip
 
     def commit(self, sub: Substep) -> None:
-        arrays.copy_slot(self.x_chain, self.n_conditions, sub.state[self.name].x, sub.s_out)
+        arrays.copy_slot(self.x_chain, self.n_projections, sub.state[self.name].x, sub.s_out)
 
     # ------------------------------------------------------------------ adjoint stages
     def zero_chain_grad(self, sub: Substep) -> None:
         arrays.zero_array(self.x_chain.grad)
 
     def commit_adjoint(self, sub: Substep) -> None:
-        arrays.copy_slot.grad(self.x_chain, self.n_conditions, sub.state[self.name].x, sub.s_out)
+        arrays.copy_slot.grad(self.x_chain, self.n_projections, sub.state[self.name].x, sub.s_out)
 
     def v_grad(self, grids: Grids):
         """The grid velocity adjoints for ``grids``: its own with colliders, else the working ones."""
@@ -250,9 +271,10 @@ class MPMSolver:
     def to_grid_adjoint(self, sub: Substep) -> None:
         buf, s_in, s_out = sub.state[self.name], sub.s_in, sub.s_out
         grids, work = self.grids_of(sub), self.grids
+        other = grids.mom_mass.grad if self.mass_adjoint_from_later else work.mom_mass.grad
         K.grid_update_adjoint(
             grids.mom_mass, self.v_grad(grids), work.mom_mass.grad, self.gravity, self.dt, self.boundary_cells,
-            grids.slab_start,
+            grids.slab_start, other, self.mass_adjoint_from_later,
         )  # fmt: skip
         grids.zeroed = True
         K.p2g_adjoint(

@@ -29,7 +29,7 @@ ndarray = ti.types.ndarray
 
 
 @ti.func
-def _stencil(xp, inv_dx):
+def stencil(xp, inv_dx):
     """Base node and fractional offset (in cells) of a particle at xp."""
     Xp = xp * inv_dx
     base = ti.cast(Xp - 0.5, ti.i32)
@@ -37,7 +37,7 @@ def _stencil(xp, inv_dx):
 
 
 @ti.func
-def _axis_weights(fx):
+def axis_weights(fx):
     """Quadratic B-spline weights ``N[a, o]`` of the nodes base + o (o = 0, 1, 2) along axis a for
     the fractional position fx (in cells), and their derivatives ``dN[a, o]`` with respect to
     fx[a]. With d = fx - o: N = (1.5 - |d|)^2 / 2 for 1/2 <= |d| < 3/2 (o = 0, 2) and 0.75 - d^2
@@ -232,14 +232,14 @@ def bin_particles(x: ndarray(), s_in: ti.i32, inv_dx: float, slab_start: ndarray
         for s in range(slab_start.shape[1]):
             slab_start[b, s] = 0
         for p in range(x.shape[2]):
-            base, _ = _stencil(x[s_in, b, p], inv_dx)
+            base, _ = stencil(x[s_in, b, p], inv_dx)
             s = base[0] // SLAB_WIDTH + 1
             rank[b, p] = slab_start[b, s]
             slab_start[b, s] = slab_start[b, s] + 1
         for s in range(1, slab_start.shape[1]):
             slab_start[b, s] = slab_start[b, s] + slab_start[b, s - 1]
     for b, p in ti.ndrange(x.shape[1], x.shape[2]):
-        base, _ = _stencil(x[s_in, b, p], inv_dx)
+        base, _ = stencil(x[s_in, b, p], inv_dx)
         order[b, slab_start[b, base[0] // SLAB_WIDTH] + rank[b, p]] = p
 
 
@@ -280,8 +280,8 @@ def _p2g_particle(
 
     With x_i - x_p = (o - fx) dx for node base + o, the (momentum, mass) 4-vector is
     q(o) = q(0) + (A dx) o with a zero mass row."""
-    base, fx = _stencil(x[s_in, b, p], inv_dx)
-    N, _ = _axis_weights(fx)
+    base, fx = stencil(x[s_in, b, p], inv_dx)
+    N, _ = axis_weights(fx)
     mass = volume[p] * params[b, material_id[p], P_DENSITY]
     A_dx = affine[b, p] / inv_dx
     momentum = mass * v[s_in, b, p] - A_dx @ fx
@@ -419,10 +419,14 @@ def grid_update_adjoint(
     dt: float,
     bound: ti.i32,
     slab_start: ndarray(),
+    other_grad: ndarray(),
+    add_other: ti.template(),
 ):
     """Adjoint of :func:`grid_update` (on the planes in use); *writes* (not accumulates)
     ``grid_mom_mass_grad`` = (mv_bar, m_bar): with v = mask (mv / m + dt g), mv_bar = mask v_bar / m and
-    m_bar = -sum_a mask_a v_bar_a mv_a / m^2 (zero where the node is empty).
+    m_bar = -sum_a mask_a v_bar_a mv_a / m^2 (zero where the node is empty). With ``add_other``
+    it adds ``other_grad``, the adjoint of grid momentum and mass from later readers of the grid
+    (the sensors' contact; ``other_grad`` may be ``grid_mom_mass_grad`` itself).
 
     It is the last reader of its inputs, so it leaves them as the previous substep needs them:
     the grid velocity adjoints (every grid_v_grad[c]) zero, as that substep's adjoint accumulates
@@ -440,7 +444,10 @@ def grid_update_adjoint(
                     v = mv / m + dt * gravity
                     mv_bar = _wall_free(ti.Vector([i, j, k]), v, n, bound) * grid_v_grad[0, b, i, j, k].xyz / m
                     m_bar = -mv_bar.dot(mv) / m
-                grid_mom_mass_grad[b, i, j, k] = ti.Vector([mv_bar[0], mv_bar[1], mv_bar[2], m_bar])
+                bar = ti.Vector([mv_bar[0], mv_bar[1], mv_bar[2], m_bar])
+                if ti.static(add_other):
+                    bar += other_grad[b, i, j, k]
+                grid_mom_mass_grad[b, i, j, k] = bar
                 _clear_node(grid_mom_mass, b, i, j, k, node)
                 for c in range(grid_v_grad.shape[0]):
                     if (grid_v_grad[c, b, i, j, k] != 0.0).any():
@@ -468,8 +475,8 @@ def g2p(
     domain interior. Writes the new position to ``x_out[s_x]`` (colliders project it further)."""
     for b, p in ti.ndrange(x.shape[1], x.shape[2]):
         xp = x[s_in, b, p]
-        base, fx = _stencil(xp, inv_dx)
-        N, _ = _axis_weights(fx)
+        base, fx = stencil(xp, inv_dx)
+        N, _ = axis_weights(fx)
         # new_C = (4/dx) sum_o w gv (o - fx)^T; column a is (4/dx) (moment[a] - fx[a] new_v), with
         # moment[a] = sum_o w gv o[a] summed over k first, then j, then i (each weight factor applied
         # once per partial sum).
@@ -526,8 +533,8 @@ def p2g_adjoint(
     particle mass adjoint ``mass_grad`` (reduced into the density gradient by
     :func:`density_grad`)."""
     for b, p in ti.ndrange(x.shape[1], x.shape[2]):
-        base, fx = _stencil(x[s_in, b, p], inv_dx)
-        N, dN = _axis_weights(fx)
+        base, fx = stencil(x[s_in, b, p], inv_dx)
+        N, dN = axis_weights(fx)
         dx = 1.0 / inv_dx
         mass = volume[p] * params[b, material_id[p], P_DENSITY]
         vp = v[s_in, b, p]
@@ -623,8 +630,8 @@ def _g2p_adjoint_particle(
     x_new = xp + dt * v_new
     inside = ti.Vector([ti.select(x_new[a] > lo, ti.select(x_new[a] < hi, 1.0, 0.0), 0.0) for a in ti.static(range(3))])
     x_out_bar = inside * x_out_grad[s_x, b, p]
-    base, fx = _stencil(xp, inv_dx)
-    N, dN = _axis_weights(fx)
+    base, fx = stencil(xp, inv_dx)
+    N, dN = axis_weights(fx)
     C_bar = (4.0 * inv_dx) * C_out_grad[s_C, b, p]
     fx_bar = ti.Vector.zero(float, 3)
     u_i = pad4(v_out_grad[s_v, b, p] + dt * x_out_bar - C_bar @ fx)  # u(o) = v_bar + C_bar (o - fx), padded

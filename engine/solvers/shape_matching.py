@@ -128,10 +128,10 @@ class ShapeMatchingSolver:
         mpm, buf = self.mpm, sub.state[self.mpm.name]
         arrays.zero_array(self.sum_x)
         arrays.zero_array(self.Apq)
-        body_moments(mpm.x_chain, mpm.n_conditions, self.body_id, mpm.volume, self.rest_offset, self.sum_x, self.Apq)
+        body_moments(mpm.x_chain, mpm.n_projections, self.body_id, mpm.volume, self.rest_offset, self.sum_x, self.Apq)
         body_fit(self.sum_x, self.Apq, self.body_volume, self.body_Aqq_inv, self.c, self.R)
         body_apply(
-            mpm.x_chain, mpm.n_conditions, mpm.v_free, self.body_id, self.rest_offset, self.c, self.R,
+            mpm.x_chain, mpm.n_projections, mpm.v_free, self.body_id, self.rest_offset, self.c, self.R,
             buf.x, buf.v, sub.s_out, self.dt,
         )  # fmt: skip
 
@@ -142,10 +142,10 @@ class ShapeMatchingSolver:
     def project_adjoint(self, sub: Substep) -> None:
         mpm, buf = self.mpm, sub.state[self.mpm.name]
         body_apply.grad(
-            mpm.x_chain, mpm.n_conditions, mpm.v_free, self.body_id, self.rest_offset, self.c, self.R,
+            mpm.x_chain, mpm.n_projections, mpm.v_free, self.body_id, self.rest_offset, self.c, self.R,
             buf.x, buf.v, sub.s_out, self.dt,
         )  # fmt: skip
         body_fit.grad(self.sum_x, self.Apq, self.body_volume, self.body_Aqq_inv, self.c, self.R)
         body_moments.grad(
-            mpm.x_chain, mpm.n_conditions, self.body_id, mpm.volume, self.rest_offset, self.sum_x, self.Apq
+            mpm.x_chain, mpm.n_projections, self.body_id, mpm.volume, self.rest_offset, self.sum_x, self.Apq
         )  # fmt: skip
