@@ -266,3 +266,29 @@ def test_gel_mpm_gradients_match_finite_differences(runtime):
         ad = tensor.grad[index].item()
         assert abs(ad - num) <= 1e-8 + 1e-4 * abs(num), (index, ad, num)
     assert abs(params.grad[0, 0, 4].item()) > 0
+
+
+def test_tactile_signals_from_a_rollout(runtime):
+    """A sphere pressed into the pad: the tactile view of the rollout shows an imprint whose net
+    normal force equals the contact forces' sum, and whose depth peaks under the sphere;
+    gradients reach the control through the tactile image."""
+    from engine.tactile import PinholeCamera, TactileSensorView
+
+    sim = _scene(indenter_gap=-0.0003)
+    mesh = sim.model.sensors[0].mesh
+    rest = torch.as_tensor(mesh.nodes[mesh.surface_nodes])
+    view = TactileSensorView(
+        rest, torch.tensor(np.array(mesh.surface_tris)), PinholeCamera.from_fov(32, 32, 70.0, position=(0, 0, -0.012))
+    )
+    control = torch.zeros(3, 1, 2, 6, dtype=torch.float64)
+    control[:, 0, 1, 2] = -0.05
+    control.requires_grad_(True)
+    out = sim.rollout(sim.initial_state(), control, record="all")
+    x, f = sim.fem.to_sensor_frame(0, out.sensor_x[-1], out.sensor_f[-1], out.collider_pose[-1])
+    torch.testing.assert_close(x[0, :, 2].max(), torch.tensor(0.0, dtype=torch.float64), atol=1e-3, rtol=0)
+    signals = view.signals(x, f)
+    torch.testing.assert_close(signals["net_wrench"][0, 2], f[0, :, 2].sum())
+    assert signals["net_wrench"][0, 2] < 0, "the sphere presses the gel toward -z of the sensor"
+    assert signals["depth"].max() > 0
+    signals["image"].sum().backward()
+    assert control.grad[:, 0, 1, 2].abs().sum() > 0

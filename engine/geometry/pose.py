@@ -99,6 +99,16 @@ def normalize_pose(pose: Any, owner: str = "pose") -> tuple[float, ...]:
     return tuple(float(x) for x in arr)
 
 
+def quat_rotate_torch(q: "torch.Tensor", v: "torch.Tensor", inverse: bool = False) -> "torch.Tensor":
+    """``R(q) v`` (or ``R(q)^T v``) for unit quaternions ``q (..., 4)`` (w, x, y, z) and vectors
+    ``v (..., 3)`` (broadcast), differentiable torch."""
+    import torch
+
+    u = q[..., 1:] if not inverse else -q[..., 1:]
+    t = 2.0 * torch.cross(u.expand_as(v), v, dim=-1)
+    return v + q[..., :1] * t + torch.cross(u.expand_as(v), t, dim=-1)
+
+
 def step_pose(pose: "torch.Tensor", velocity: "torch.Tensor", dt: float) -> "torch.Tensor":
     """Advance poses by one substep of a constant world-frame twist (differentiable).
 

@@ -457,6 +457,38 @@ class FEMSolver:
             out.append(np.stack([p[b, :3] + quat_rotate_numpy(p[b, 3:], local) for b in range(len(p))]))
         return torch.as_tensor(np.concatenate(out, axis=1), dtype=runtime.torch_dtype())
 
+    def nodes_of(self, k: int) -> slice:
+        """The slice of sensor k's nodes in the concatenated node arrays."""
+        return slice(int(self.node_offset[k]), int(self.node_offset[k + 1]))
+
+    def to_sensor_frame(
+        self, k: int, sensor_x: torch.Tensor, sensor_f: torch.Tensor, collider_pose: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sensor k's contact-surface node positions and forces in its own (mesh) frame.
+
+        Args:
+            sensor_x, sensor_f: ``(..., B, n, 3)`` world node positions and contact forces (a
+                :class:`engine.simulator.Rollout`'s ``sensor_x``, ``sensor_f``).
+            collider_pose: ``(..., B, K, 7)`` collider poses at the same steps.
+
+        Returns:
+            ``(surface_x, surface_f)``, each ``(..., B, S_k, 3)`` in the order of the mesh's
+            ``surface_nodes``: what :class:`engine.tactile.TactileSensorView` takes
+            (differentiable).
+        """
+        from engine.geometry.pose import quat_rotate_torch
+
+        sensor = self.sensors[k]
+        idx = torch.as_tensor(self.node_offset[k] + np.asarray(sensor.mesh.surface_nodes))
+        mount = collider_pose[..., sensor.mount, :][..., None, :]
+        offset = torch.as_tensor(sensor.offset, dtype=sensor_x.dtype)
+        # world -> mount frame -> sensor frame
+        x = quat_rotate_torch(mount[..., 3:], sensor_x[..., idx, :] - mount[..., :3], inverse=True)
+        x = quat_rotate_torch(offset[3:], x - offset[:3], inverse=True)
+        f = quat_rotate_torch(mount[..., 3:], sensor_f[..., idx, :], inverse=True)
+        f = quat_rotate_torch(offset[3:], f, inverse=True)
+        return x, f
+
     def default_params(self) -> torch.Tensor:
         table = torch.as_tensor(np.stack([s.params_row() for s in self.sensors]), dtype=runtime.torch_dtype())
         return table.expand(self.batch_size, *table.shape).clone()
