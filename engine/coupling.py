@@ -113,6 +113,24 @@ def project_out(
         x_chain[c + 1, b, p] = xp
 
 
+@ti.func
+def penalty_force(row, mass, dt, depth, n, v_rel):
+    """DiffTactile's penalty force on a sensor node at penetration ``depth`` > 0 along the other
+    body's outward normal n, relative velocity v_rel; ``row`` holds k_n, k_d, k_t, mu in
+    entries 4-7. The viscous parts are limited so that one explicit step of the node (mass
+    ``mass``) never reverses its relative velocity: the normal damping coefficient to
+    mass / dt, the friction to mass |v_t| / dt (besides the Coulomb cap mu F_n). Without the
+    limit a light node's explicit step is unstable once k_d depth or k_t exceeds 2 mass / dt,
+    which the adjoint amplifies even when the forward looks stable."""
+    vn = v_rel.dot(n)
+    damping = ti.min(row[5] * depth, mass / dt)
+    fn = row[4] * depth + damping * ti.max(-vn, 0.0)
+    vt = v_rel - vn * n
+    vt_norm = ti.sqrt(vt.dot(vt) + 1e-20)
+    ft = ti.min(ti.min(row[6] * vt_norm, row[7] * fn), mass * vt_norm / dt)
+    return fn * n - ft * vt / vt_norm
+
+
 @ti.kernel
 def sensor_contact(
     x: ndarray(),
@@ -122,6 +140,8 @@ def sensor_contact(
     node_sensor: ndarray(),
     sensor_mount: ndarray(),
     params: ndarray(),
+    node_volume: ndarray(),
+    dt: float,
     c: ti.i32,
     kind: ti.template(),
     collider_shape: ndarray(),
@@ -148,12 +168,7 @@ def sensor_contact(
                 n = ti.Vector([res[1], res[2], res[3]])
                 row = params[b, k]
                 v_rel = v[s_in, b, i] - (collider_lin[g, b, c] + collider_ang[g, b, c].cross(xi - pos))
-                vn = v_rel.dot(n)
-                fn = (row[4] + row[5] * ti.max(-vn, 0.0)) * (-res[0])
-                vt = v_rel - vn * n
-                vt_norm = ti.sqrt(vt.dot(vt) + 1e-20)
-                ft = ti.min(row[6] * vt_norm, row[7] * fn)
-                force = fn * n - ft * vt / vt_norm
+                force = penalty_force(row, row[2] * node_volume[i], dt, -res[0], n, v_rel)
         f_contact[c, b, i] = force
 
 
@@ -176,6 +191,7 @@ def sensor_mpm_contact(
     surface_nodes: ndarray(),
     node_sensor: ndarray(),
     params: ndarray(),
+    node_volume: ndarray(),
     inv_dx: float,
     m_ref: float,
     dt: float,
@@ -219,12 +235,7 @@ def sensor_mpm_contact(
             depth = (phi - 0.5) / ti.max(g_norm, 0.5 * inv_dx)
             row_p = params[b, node_sensor[i]]
             v_rel = v[s_in, b, i] - p / m
-            vn = v_rel.dot(n)
-            fn = (row_p[4] + row_p[5] * ti.max(-vn, 0.0)) * depth
-            vt = v_rel - vn * n
-            vt_norm = ti.sqrt(vt.dot(vt) + 1e-20)
-            ft = ti.min(row_p[6] * vt_norm, row_p[7] * fn)
-            force = fn * n - ft * vt / vt_norm
+            force = penalty_force(row_p, row_p[2] * node_volume[i], dt, depth, n, v_rel)
             for a, e, f in ti.static(ti.ndrange(3, 3, 3)):
                 node = base + ti.Vector([a, e, f])
                 w = N[0, a] * N[1, e] * N[2, f]
@@ -393,7 +404,8 @@ class SensorContact:
     def _args(self, sub: Substep, c: int) -> tuple:
         col, fem, buf, ctrl = self.colliders, self.fem, sub.state[self.fem.name], sub.control
         return (
-            buf.x, buf.v, sub.s_in, fem.surface_nodes, fem.node_sensor, self.sensor_mount, fem.params, c,
+            buf.x, buf.v, sub.s_in, fem.surface_nodes, fem.node_sensor, self.sensor_mount, fem.params,
+            fem.node_volume, self.dt, c,
             col.kinds[c], col.shape, ctrl.pos, ctrl.quat, ctrl.lin, ctrl.ang, col.mesh_sdf, sub.g, fem.f_contact,
         )  # fmt: skip
 
@@ -401,7 +413,7 @@ class SensorContact:
         fem, buf, grids, K = self.fem, sub.state[self.fem.name], self.mpm.grids_of(sub), self.colliders.n_colliders
         return (
             grids.mom_mass, grids.v, K, buf.x, buf.v, sub.s_in, fem.surface_nodes, fem.node_sensor, fem.params,
-            self.mpm.inv_dx, self.m_ref, self.dt, K, fem.f_contact,
+            fem.node_volume, self.mpm.inv_dx, self.m_ref, self.dt, K, fem.f_contact,
         )  # fmt: skip
 
     def forces(self, sub: Substep) -> None:

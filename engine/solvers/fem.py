@@ -87,7 +87,10 @@ class PenaltyContact:
     With penetration depth ``delta = -sdf > 0`` along the other body's outward normal n and the
     relative velocity ``v_rel = v_node - v_other`` (``v_n = v_rel . n``, ``v_t`` its tangential
     part): ``F_n = (k_n + k_d max(-v_n, 0)) delta n`` and
-    ``F_t = -t min(k_t |v_t|, mu |F_n|)`` with ``t = v_t / |v_t|``.
+    ``F_t = -t min(k_t |v_t|, mu |F_n|)`` with ``t = v_t / |v_t|``. For the explicit step the
+    viscous parts are limited per node (mass m): ``k_d delta <= m / dt`` and
+    ``|F_t| <= m |v_t| / dt``, so a step never reverses a node's relative velocity
+    (see :func:`engine.coupling.penalty_force`).
 
     Attributes:
         k_n: normal stiffness [N/m]. k_d: normal damping [N s/m^2]. k_t: tangential viscous
