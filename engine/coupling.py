@@ -243,6 +243,152 @@ def sensor_mpm_contact(
         f_contact[row, b, i] = force
 
 
+# ------------------------------------------------------------------ sensor-sensor contact
+#: Buckets of the spatial hash of sensor surface triangles (a power of two).
+HASH_SIZE = 1 << 16
+
+
+@ti.func
+def _cell_hash(c):
+    """Bucket of the integer cell c (Teschner et al. 2003, "Optimized spatial hashing")."""
+    return ((c[0] * 73856093) ^ (c[1] * 19349663) ^ (c[2] * 83492791)) & (HASH_SIZE - 1)
+
+
+@ti.func
+def _tri_cells(x: ti.template(), s_in, b, tri, inv_h, band):
+    """The integer cell range covering a triangle's bounding box grown by ``band``."""
+    a, p1, p2 = x[s_in, b, tri[0]], x[s_in, b, tri[1]], x[s_in, b, tri[2]]
+    lo = ti.floor((ti.min(a, ti.min(p1, p2)) - band) * inv_h, ti.i32)
+    hi = ti.floor((ti.max(a, ti.max(p1, p2)) + band) * inv_h, ti.i32)
+    return lo, hi
+
+
+@ti.kernel
+def hash_count(x: ndarray(), s_in: ti.i32, tris: ndarray(), inv_h: float, band: float, counts: ndarray()):
+    """counts[b, bucket] = how many (triangle, cell) pairs fall in each bucket."""
+    for b, t in ti.ndrange(x.shape[1], tris.shape[0]):
+        lo, hi = _tri_cells(x, s_in, b, tris[t], inv_h, band)
+        for i, j, k in ti.ndrange((lo[0], hi[0] + 1), (lo[1], hi[1] + 1), (lo[2], hi[2] + 1)):
+            ti.atomic_add(counts[b, _cell_hash(ti.Vector([i, j, k]))], 1)
+
+
+@ti.kernel
+def hash_offsets(counts: ndarray(), start: ndarray()):
+    """start[b, h] = sum of counts[b, :h] (exclusive prefix sum); counts is zeroed for the fill."""
+    for b in range(counts.shape[0]):
+        total = 0
+        for h in range(HASH_SIZE):
+            start[b, h] = total
+            total += counts[b, h]
+            counts[b, h] = 0
+        start[b, HASH_SIZE] = total
+
+
+@ti.kernel
+def hash_fill(
+    x: ndarray(), s_in: ti.i32, tris: ndarray(), inv_h: float, band: float, start: ndarray(), cursor: ndarray(),
+    items: ndarray(), overflow: ndarray(),
+):  # fmt: skip
+    """items[b, start[b, h] : start[b, h + 1]] = the triangles registered in bucket h."""
+    for b, t in ti.ndrange(x.shape[1], tris.shape[0]):
+        lo, hi = _tri_cells(x, s_in, b, tris[t], inv_h, band)
+        for i, j, k in ti.ndrange((lo[0], hi[0] + 1), (lo[1], hi[1] + 1), (lo[2], hi[2] + 1)):
+            h = _cell_hash(ti.Vector([i, j, k]))
+            q = start[b, h] + ti.atomic_add(cursor[b, h], 1)
+            if q < items.shape[1]:
+                items[b, q] = t
+            else:
+                overflow[b] = 1
+
+
+@ti.func
+def _projection(x: ti.template(), s_in, b, tri, p, band):
+    """(inside, d, n, u, v, w): signed distance d of p to the plane of triangle ``tri`` along its
+    outward unit normal n, and the barycentric coordinates (u, v, w) of p's projection; inside
+    when -band < d < 0 and the projection lies in the closed triangle."""
+    a, p1, p2 = x[s_in, b, tri[0]], x[s_in, b, tri[1]], x[s_in, b, tri[2]]
+    e1, e2 = p1 - a, p2 - a
+    nrm = e1.cross(e2)
+    n = nrm / ti.sqrt(nrm.dot(nrm) + 1e-30)
+    d = (p - a).dot(n)
+    r = p - a
+    d11, d12, d22 = e1.dot(e1), e1.dot(e2), e2.dot(e2)
+    r1, r2 = r.dot(e1), r.dot(e2)
+    det = d11 * d22 - d12 * d12
+    v = (d22 * r1 - d12 * r2) / det
+    w = (d11 * r2 - d12 * r1) / det
+    u = 1.0 - v - w
+    inside = (d < 0.0) and (d > -band) and (u >= 0.0) and (v >= 0.0) and (w >= 0.0)
+    return inside, d, n, u, v, w
+
+
+#: Most other-sensor triangles one surface node can be in contact with at once (a node that
+#: projects onto a shared vertex touches each of the vertex's triangles).
+MAX_PAIRS = 8
+
+
+@ti.kernel
+def pair_candidates(
+    x: ndarray(), s_in: ti.i32, surface_nodes: ndarray(), node_sensor: ndarray(), tris: ndarray(),
+    tri_sensor: ndarray(), inv_h: float, band: float, start: ndarray(), items: ndarray(), pairs: ndarray(),
+):  # fmt: skip
+    """pairs[b, j, :] = the other-sensor triangles surface node j lies just behind (at most
+    MAX_PAIRS, then -1): found through the hash, so the differentiable kernel below loops over
+    a fixed number of slots."""
+    for b, j in ti.ndrange(x.shape[1], surface_nodes.shape[0]):
+        i = surface_nodes[j]
+        p = x[s_in, b, i]
+        h = _cell_hash(ti.floor(p * inv_h, ti.i32))
+        for k in ti.static(range(MAX_PAIRS)):
+            pairs[b, j, k] = -1
+        count = 0
+        for q in range(start[b, h], ti.min(start[b, h + 1], items.shape[1])):
+            t = items[b, q]
+            if tri_sensor[t] != node_sensor[i] and count < MAX_PAIRS:
+                inside, _d, _n, _u, _v, _w = _projection(x, s_in, b, tris[t], p, band)
+                if inside:
+                    pairs[b, j, count] = t
+                    count += 1
+
+
+@ti.kernel
+def sensor_pair_contact(
+    x: ndarray(), v: ndarray(), s_in: ti.i32, surface_nodes: ndarray(), node_sensor: ndarray(), params: ndarray(),
+    node_volume: ndarray(), tris: ndarray(), band: float, dt: float, pairs: ndarray(), row: ti.i32,
+    f_contact: ndarray(),
+):  # fmt: skip
+    """Penalty contact of every surface node with the other sensors' surface triangles it lies
+    just behind (within ``band``; ``pairs`` from :func:`pair_candidates`): the node gets the
+    force of :func:`penalty_force` along the triangle's outward normal (relative to the velocity
+    interpolated at the projection), shared equally between its triangles, and each triangle's
+    nodes the reaction split by barycentric weights, so momentum is exchanged exactly.
+    ``f_contact[row]`` must be zero on entry (it accumulates)."""
+    for b, j in ti.ndrange(x.shape[1], surface_nodes.shape[0]):
+        i = surface_nodes[j]
+        p = x[s_in, b, i]
+        count = 0
+        for k in ti.static(range(MAX_PAIRS)):
+            count += ti.select(pairs[b, j, k] >= 0, 1, 0)
+        for k in ti.static(range(MAX_PAIRS)):
+            t = pairs[b, j, k]
+            if t >= 0:
+                tri = tris[t]
+                _inside, d, n, u, w1, w2 = _projection(x, s_in, b, tri, p, band)
+                v_other = u * v[s_in, b, tri[0]] + w1 * v[s_in, b, tri[1]] + w2 * v[s_in, b, tri[2]]
+                row_p = params[b, node_sensor[i]]
+                force = penalty_force(row_p, row_p[2] * node_volume[i], dt, -d, n, v[s_in, b, i] - v_other) / count
+                f_contact[row, b, i] += force
+                f_contact[row, b, tri[0]] += -u * force
+                f_contact[row, b, tri[1]] += -w1 * force
+                f_contact[row, b, tri[2]] += -w2 * force
+
+
+@ti.kernel
+def zero_row(f: ndarray(), row: ti.i32):
+    for b, i in ti.ndrange(f.shape[1], f.shape[2]):
+        f[row, b, i] = ti.zero(f[row, b, i])
+
+
 class ColliderControl:
     """Collider poses and velocities per substep as ``(n_sub + 1, B, K, ...)`` ndarrays (the
     layout above; at least one collider row, never read when there is no collider)."""
@@ -369,10 +515,16 @@ class ColliderCoupling:
 
 
 class SensorContact:
-    """Penalty contact of the sensors' surface nodes with the colliders and the MPM material
-    (stage ``grid_coupling``, after the colliders' grid conditions): one row of
-    ``fem.f_contact`` per collider and one for the MPM material, which the FEM step sums; the
-    MPM material's reaction goes to the last grid velocity set (``grid_v[K] -> grid_v[K + 1]``)."""
+    """Penalty contact of the sensors' surface nodes with the colliders, the MPM material and
+    each other (stage ``grid_coupling``, after the colliders' grid conditions): rows of
+    ``fem.f_contact`` (one per collider, one for the MPM material, one for sensor pairs), which
+    the FEM step sums; the MPM material's reaction goes to the last grid velocity set
+    (``grid_v[K] -> grid_v[K + 1]``). Sensor pairs find their candidates through a spatial hash
+    of the surface triangles rebuilt every substep (cost linear in nodes and triangles)."""
+
+    #: (triangle, cell) registrations the hash holds per triangle (a triangle spans at most 3
+    #: cells per axis while its edges stay below 2 cells).
+    CELLS_PER_TRIANGLE = 27
 
     name = "sensor_contact"
 
@@ -381,6 +533,27 @@ class SensorContact:
         self.sensor_mount = arrays.upload(np.array([s.mount for s in model.sensors]), ti.i32)
         self.m_ref = max(m.density for m in model.materials) * model.config.dx**3
         self.dt = model.config.dt
+        self.pairs = len(model.sensors) > 1
+        if self.pairs:
+            tris, tri_sensor, edges = [], [], []
+            for k, sensor in enumerate(model.sensors):
+                mesh = sensor.mesh
+                local = np.asarray(mesh.surface_nodes)[np.asarray(mesh.surface_tris)]
+                tris.append(fem.node_offset[k] + local)
+                tri_sensor.append(np.full(len(local), k))
+                X = np.asarray(mesh.nodes)[local]
+                edges.append(np.linalg.norm(X - np.roll(X, 1, axis=1), axis=-1).max())
+            tris = np.concatenate(tris)
+            self.cell = float(max(edges))  # hash cell = the longest surface edge [m]
+            self.band = self.cell  # contact is sought within one element behind a surface
+            self.tris = arrays.upload(tris, ti.i32, ti.types.vector(3, ti.i32))
+            self.tri_sensor = arrays.upload(np.concatenate(tri_sensor), ti.i32)
+            B = fem.batch_size
+            self.counts = ti.ndarray(ti.i32, (B, HASH_SIZE))
+            self.start = ti.ndarray(ti.i32, (B, HASH_SIZE + 1))
+            self.items = ti.ndarray(ti.i32, (B, self.CELLS_PER_TRIANGLE * len(tris)))
+            self.overflow = ti.ndarray(ti.i32, (B,))
+            self.pairs_of = ti.ndarray(ti.i32, (B, len(fem.surface), MAX_PAIRS))
 
     def stages(self) -> list[Stage]:
         # Not kept: the FEM step's adjoint needs the contact forces, so a kept substep reruns it
@@ -416,13 +589,39 @@ class SensorContact:
             fem.node_volume, self.mpm.inv_dx, self.m_ref, self.dt, K, fem.f_contact,
         )  # fmt: skip
 
+    def _pair_args(self, sub: Substep) -> tuple:
+        fem, buf = self.fem, sub.state[self.fem.name]
+        return (
+            buf.x, buf.v, sub.s_in, fem.surface_nodes, fem.node_sensor, fem.params, fem.node_volume, self.tris,
+            self.band, self.dt, self.pairs_of, self.colliders.n_colliders + 1, fem.f_contact,
+        )  # fmt: skip
+
+    def _build_hash(self, sub: Substep) -> None:
+        """Register the surface triangles (positions of slot s_in) in the spatial hash and list
+        the triangles each surface node lies just behind."""
+        x, s_in, inv_h = sub.state[self.fem.name].x, sub.s_in, 1.0 / self.cell
+        arrays.zero_array(self.counts)
+        hash_count(x, s_in, self.tris, inv_h, self.band, self.counts)
+        hash_offsets(self.counts, self.start)
+        hash_fill(x, s_in, self.tris, inv_h, self.band, self.start, self.counts, self.items, self.overflow)
+        pair_candidates(
+            x, s_in, self.fem.surface_nodes, self.fem.node_sensor, self.tris, self.tri_sensor, inv_h, self.band,
+            self.start, self.items, self.pairs_of,
+        )  # fmt: skip
+
     def forces(self, sub: Substep) -> None:
         for c in range(self.colliders.n_colliders):
             sensor_contact(*self._args(sub, c))
         copy_grid_velocity(self.mpm.grids_of(sub).v, self.colliders.n_colliders)
         sensor_mpm_contact(*self._mpm_args(sub))
+        if self.pairs:
+            self._build_hash(sub)
+            zero_row(self.fem.f_contact, self.colliders.n_colliders + 1)
+            sensor_pair_contact(*self._pair_args(sub))
 
     def forces_adjoint(self, sub: Substep) -> None:
+        if self.pairs:  # the forward rerun before this adjoint built the hash of this substep
+            sensor_pair_contact.grad(*self._pair_args(sub))
         sensor_mpm_contact.grad(*self._mpm_args(sub))
         copy_grid_velocity.grad(self.mpm.grids_of(sub).v, self.colliders.n_colliders)
         for c in reversed(range(self.colliders.n_colliders)):

@@ -141,7 +141,8 @@ class Simulator:
         self.parts = [self.mpm, self.colliders]
         self.fem: FEMSolver | None = None
         if model.sensors:
-            self.fem = FEMSolver(model, B, n_contact_rows=K + 1)  # one row per collider, one for MPM
+            # Contact force rows: one per collider, one for MPM material, one for sensor pairs.
+            self.fem = FEMSolver(model, B, n_contact_rows=K + 1 + (len(model.sensors) > 1))
             self.parts += [self.fem, SensorContact(model, self.colliders, self.fem, self.mpm)]
         if nb:
             self.parts.append(ShapeMatchingSolver(model, B, self.mpm))
