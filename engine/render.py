@@ -1,4 +1,4 @@
-"""Headless renderer: particles and kinematic colliders -> an RGB image (no display, no OpenGL).
+"""Headless renderer: particles, colliders and meshes -> an RGB image (no display, no OpenGL).
 
 What is drawn
     * Particles as shaded spheres ("sphere splats"): every particle is a sphere of radius
@@ -16,6 +16,20 @@ What is drawn
       the march records the first two entering surfaces (front and back wall) and blends them
       over what lies behind, with a Fresnel-like rim that keeps the silhouette readable. Other
       shapes are opaque.
+    * Triangle meshes (FEM sensor gels, :func:`sensor_meshes`) by ray-cast rasterization: every
+      triangle loops over the pixels of its screen bounding box, intersects each pixel's ray
+      exactly (Moeller and Trumbore, "Fast, minimum storage ray-triangle intersection", JGT 2(1),
+      1997) and enters the same kind of 64-bit ``atomic_min`` z-buffer key as the particles
+      (depth, triangle index), so the result is deterministic; the resolve pass composes the
+      winner by depth with what is already drawn, before the colliders are traced up to that
+      depth. Normals are Phong-interpolated corner normals: the area-weighted mean of the
+      normals of the triangles around each vertex that lie within a 40 degree crease of the
+      triangle's own, so a dent shades smoothly while a pad's rim stays sharp. Both sides are
+      drawn (the normal turned toward the camera). The silicone look: wrapped Lambert (light
+      scattered in the gel softens the terminator and its shadows), a soft highlight and a pale
+      rim. Triangles are rasterized into the shadow map too (cast and receive; slope-scaled bias).
+      Shadows resolve to one shadow-map texel of ``scene_bounds`` / 256: at millimetre scale,
+      give ``scene_bounds`` around the sensor.
     * A floor plane ``z = floor_z`` with a soft checker (anti-aliased by distance) and a sky
       gradient behind it, fading into haze with distance.
     * Lighting: ambient + Lambert from one directional light, a Blinn-Phong highlight, and shadows
@@ -34,6 +48,8 @@ Conventions
     * Colors are RGB in ``[0, 1]``; :func:`particle_colors` maps a Model's material colors to
       its particles.
     * Requires :func:`engine.init` (any arch, any precision) before :meth:`Renderer.render`.
+
+Tactile panels beside a frame: :func:`engine.panels.compose_tactile_frame`.
 """
 
 import math
@@ -47,7 +63,7 @@ import taichi as ti
 from engine import geometry, runtime
 from engine.colliders import Collider, pack_colliders
 
-__all__ = ["Renderer", "particle_colors", "write_video"]
+__all__ = ["SILICONE", "Renderer", "particle_colors", "sensor_meshes", "write_video"]
 
 ndarray = ti.types.ndarray
 
@@ -67,6 +83,12 @@ _AMBIENT = 0.38
 _DIFFUSE = 0.62
 
 _GLASS = (0.82, 0.90, 0.97, 0.32)
+SILICONE = (0.62, 0.70, 0.80)
+"""Default mesh color: the grey-blue of a silicone gel."""
+_GEL_WRAP = 0.35
+_GEL_RIM = (0.90, 0.94, 0.98)
+_CREASE_DEG = 40.0  # adjacent triangles bent by more than this keep a sharp edge
+
 _TOOL_PALETTE = (
     (0.78, 0.33, 0.24, 1.0),
     (0.30, 0.62, 0.36, 1.0),
@@ -435,6 +457,246 @@ def _march_collider(
                     depth[i, j] = ti.cast(t_hit[0], ti.f32)
 
 
+# --------------------------------------------------------------------------------------------
+# Triangle meshes (FEM sensor gels): ray-cast rasterization, crease-aware vertex normals
+# --------------------------------------------------------------------------------------------
+
+
+@ti.func
+def _vertex(v: ti.template(), tris: ti.template(), f, c):
+    p = tris[f, c]
+    return ti.math.vec3(v[p, 0], v[p, 1], v[p, 2])
+
+
+@ti.func
+def _face_normal(v: ti.template(), tris: ti.template(), f):
+    """Area-weighted normal ``(b - a) x (c - a)`` of triangle f (length = twice its area)."""
+    a = _vertex(v, tris, f, 0)
+    return (_vertex(v, tris, f, 1) - a).cross(_vertex(v, tris, f, 2) - a)
+
+
+@ti.func
+def _unit(n):
+    return n / ti.max(n.norm(), 1e-30)
+
+
+@ti.func
+def _ray_triangle(o, d, a, b, c):
+    """Moeller-Trumbore: ``(t, u, w)`` of ray ``o + t d`` and triangle abc, hit = (1-u-w) a + u b + w c.
+
+    ``t`` is -1 when the ray is parallel to the triangle's plane; the caller tests u, w.
+    """
+    e1 = b - a
+    e2 = c - a
+    pv = d.cross(e2)
+    det = e1.dot(pv)
+    t, u, w = -1.0, -1.0, -1.0
+    if ti.abs(det) > 1e-30:
+        inv = 1.0 / det
+        s = o - a
+        u = s.dot(pv) * inv
+        q = s.cross(e1)
+        w = d.dot(q) * inv
+        t = e2.dot(q) * inv
+    return ti.math.vec3(t, u, w)
+
+
+@ti.kernel
+def _clear_key(key: ndarray(ndim=2)):
+    for i, j in key:
+        key[i, j] = ti.i64(_EMPTY_KEY)
+
+
+@ti.kernel
+def _corner_normals(
+    v: ndarray(ndim=2),
+    tris: ndarray(ndim=2),
+    ptr: ndarray(ndim=1),
+    adj: ndarray(ndim=1),
+    cos_crease: ti.f32,
+    normals: ndarray(ndim=3),
+):
+    """Smooth normal of every triangle corner: the area-weighted sum of the normals of the
+    triangles around that vertex whose normal is within the crease angle of this triangle's
+    (a pad's rim stays sharp, its dented face shades smoothly). ``ptr``/``adj``: vertex ->
+    incident triangles (CSR)."""
+    for f in range(tris.shape[0]):
+        nf = _face_normal(v, tris, f)
+        uf = _unit(nf)
+        for c in ti.static(range(3)):
+            p = tris[f, c]
+            acc = ti.math.vec3(0.0)
+            for k in range(ptr[p], ptr[p + 1]):
+                ng = _face_normal(v, tris, adj[k])
+                if _unit(ng).dot(uf) >= cos_crease:
+                    acc += ng
+            if acc.norm() <= 0.0:
+                acc = nf
+            n = _unit(acc)
+            for ch in ti.static(range(3)):
+                normals[f, c, ch] = ti.cast(n[ch], ti.f32)
+
+
+@ti.kernel
+def _shadow_triangles(
+    v: ndarray(ndim=2),
+    tris: ndarray(ndim=2),
+    shadow: ndarray(ndim=2),
+    light: ti.math.vec3,
+    s_origin: ti.math.vec3,
+    s_u: ti.math.vec3,
+    s_v: ti.math.vec3,
+    texel: ti.f32,
+    hmin: ti.f32,
+    hmax: ti.f32,
+):
+    """Rasterize every triangle into the light-space height map (orthographic, so the height
+    along the light is linear in the texel coordinates); keep the highest surface."""
+    R = shadow.shape[0]
+    for f in range(tris.shape[0]):
+        P = ti.Matrix.zero(float, 3, 3)  # rows: (u, v) in texels, height along the light
+        for c in ti.static(range(3)):
+            p = _vertex(v, tris, f, c)
+            rel = p - s_origin
+            P[c, 0] = rel.dot(s_u) / texel
+            P[c, 1] = rel.dot(s_v) / texel
+            P[c, 2] = p.dot(light)
+        area = (P[1, 0] - P[0, 0]) * (P[2, 1] - P[0, 1]) - (P[2, 0] - P[0, 0]) * (P[1, 1] - P[0, 1])
+        if ti.abs(area) > 1e-12:
+            umin = ti.math.clamp(ti.min(P[0, 0], P[1, 0], P[2, 0]), -1.0, R + 1.0)
+            umax = ti.math.clamp(ti.max(P[0, 0], P[1, 0], P[2, 0]), -1.0, R + 1.0)
+            vmin = ti.math.clamp(ti.min(P[0, 1], P[1, 1], P[2, 1]), -1.0, R + 1.0)
+            vmax = ti.math.clamp(ti.max(P[0, 1], P[1, 1], P[2, 1]), -1.0, R + 1.0)
+            a0 = ti.max(ti.cast(ti.floor(umin - 0.5), ti.i32), 0)
+            a1 = ti.min(ti.cast(ti.floor(umax - 0.5), ti.i32) + 1, R - 1)
+            b0 = ti.max(ti.cast(ti.floor(vmin - 0.5), ti.i32), 0)
+            b1 = ti.min(ti.cast(ti.floor(vmax - 0.5), ti.i32) + 1, R - 1)
+            for a in range(a0, a1 + 1):
+                for b in range(b0, b1 + 1):
+                    px = a + 0.5 - P[0, 0]
+                    py = b + 0.5 - P[0, 1]
+                    w1 = (px * (P[2, 1] - P[0, 1]) - (P[2, 0] - P[0, 0]) * py) / area
+                    w2 = ((P[1, 0] - P[0, 0]) * py - px * (P[1, 1] - P[0, 1])) / area
+                    if w1 >= -1e-6 and w2 >= -1e-6 and w1 + w2 <= 1.0 + 1e-6:
+                        h = (1.0 - w1 - w2) * P[0, 2] + w1 * P[1, 2] + w2 * P[2, 2]
+                        ti.atomic_max(shadow[a, b], _shadow_height(h, hmin, hmax))
+
+
+@ti.kernel
+def _raster_triangles(
+    v: ndarray(ndim=2),
+    tris: ndarray(ndim=2),
+    key: ndarray(ndim=2),
+    cam: ti.math.vec3,
+    basis: ti.math.mat3,
+    focal: ti.f32,
+):
+    """Z-buffer pass: per pixel of a triangle's screen bounding box, the exact ray-triangle
+    depth, and atomic_min of (quantized depth << 32 | triangle index), as :func:`_splat`."""
+    H, W = key.shape[0], key.shape[1]
+    right = ti.math.vec3(basis[0, 0], basis[0, 1], basis[0, 2])
+    up = ti.math.vec3(basis[1, 0], basis[1, 1], basis[1, 2])
+    fwd = ti.math.vec3(basis[2, 0], basis[2, 1], basis[2, 2])
+    for f in range(tris.shape[0]):
+        a = _vertex(v, tris, f, 0)
+        b = _vertex(v, tris, f, 1)
+        c = _vertex(v, tris, f, 2)
+        umin, umax, vmin, vmax = 1e9, -1e9, 1e9, -1e9
+        n_behind = 0
+        for q in ti.static(range(3)):
+            rel = ti.static([a, b, c])[q] - cam
+            zc = rel.dot(fwd)
+            if zc < _NEAR:
+                n_behind += 1
+            else:
+                u = 0.5 * W + focal * rel.dot(right) / zc
+                w = 0.5 * H - focal * rel.dot(up) / zc
+                umin, umax = ti.min(umin, u), ti.max(umax, u)
+                vmin, vmax = ti.min(vmin, w), ti.max(vmax, w)
+        if n_behind < 3:
+            if n_behind > 0:  # crosses the camera plane: its projection is unbounded
+                umin, umax, vmin, vmax = 0.0, W * 1.0, 0.0, H * 1.0
+            j0 = ti.max(ti.cast(ti.floor(ti.max(umin, -1.0)), ti.i32) - 1, 0)
+            j1 = ti.min(ti.cast(ti.floor(ti.min(umax, W + 1.0)), ti.i32) + 1, W - 1)
+            i0 = ti.max(ti.cast(ti.floor(ti.max(vmin, -1.0)), ti.i32) - 1, 0)
+            i1 = ti.min(ti.cast(ti.floor(ti.min(vmax, H + 1.0)), ti.i32) + 1, H - 1)
+            for i in range(i0, i1 + 1):
+                for j in range(j0, j1 + 1):
+                    d = _ray_dir(i, j, H, W, basis, focal)
+                    r = _ray_triangle(cam, d, a, b, c)
+                    e = 1e-5
+                    if r[1] >= -e and r[2] >= -e and r[1] + r[2] <= 1.0 + e and r[0] > _NEAR and r[0] < _T_FAR:
+                        qd = ti.cast(r[0] * _DEPTH_SCALE, ti.i64)
+                        ti.atomic_min(key[i, j], (qd << 32) | ti.cast(f, ti.i64))
+
+
+@ti.func
+def _shade_gel(base, n, view, lit, light):
+    """Silicone look: wrapped Lambert (light scattered inside the gel reaches just past the
+    terminator and softens its shadows), a soft highlight, and a pale Fresnel-like rim."""
+    ndl = (n.dot(light) + _GEL_WRAP) / (1.0 + _GEL_WRAP)
+    diffuse = ti.max(ndl, 0.0) * (0.3 + 0.7 * lit)
+    h = (light - view).normalized()
+    highlight = 0.22 * ti.pow(ti.max(n.dot(h), 0.0), 40.0) * lit
+    out = base * (_AMBIENT + _DIFFUSE * diffuse) + highlight
+    rim = ti.pow(1.0 - ti.abs(n.dot(view)), 3.0)
+    return ti.math.mix(out, ti.math.vec3(*_GEL_RIM), 0.35 * rim)
+
+
+@ti.kernel
+def _resolve_triangles(
+    v: ndarray(ndim=2),
+    tris: ndarray(ndim=2),
+    normals: ndarray(ndim=3),
+    colors: ndarray(ndim=2),
+    key: ndarray(ndim=2),
+    image: ndarray(ndim=3),
+    depth: ndarray(ndim=2),
+    cam: ti.math.vec3,
+    basis: ti.math.mat3,
+    focal: ti.f32,
+    shadow: ndarray(ndim=2),
+    light: ti.math.vec3,
+    s_origin: ti.math.vec3,
+    s_u: ti.math.vec3,
+    s_v: ti.math.vec3,
+    texel: ti.f32,
+    hmin: ti.f32,
+    hmax: ti.f32,
+):
+    """Shade the winning triangle of every pixel nearer than what is drawn: Phong-interpolated
+    corner normals (facing the viewer: both sides are drawn), shadows with a slope-scaled bias."""
+    H, W = image.shape[0], image.shape[1]
+    for i, j in ti.ndrange(H, W):
+        k = key[i, j]
+        if k != ti.i64(_EMPTY_KEY):
+            f = ti.cast(k & ti.i64(0xFFFFFFFF), ti.i32)
+            a = _vertex(v, tris, f, 0)
+            b = _vertex(v, tris, f, 1)
+            c = _vertex(v, tris, f, 2)
+            d = _ray_dir(i, j, H, W, basis, focal)
+            r = _ray_triangle(cam, d, a, b, c)
+            t = r[0]
+            if t < depth[i, j]:
+                u = ti.math.clamp(r[1], 0.0, 1.0)
+                w = ti.math.clamp(r[2], 0.0, 1.0 - u)
+                n = ti.math.vec3(0.0)
+                for ch in ti.static(range(3)):
+                    n[ch] = (1.0 - u - w) * normals[f, 0, ch] + u * normals[f, 1, ch] + w * normals[f, 2, ch]
+                n = _unit(n)
+                if (b - a).cross(c - a).dot(d) > 0.0:  # the back side faces the camera
+                    n = -n
+                cos_l = ti.max(ti.abs(n.dot(light)), 0.2)
+                bias = texel * (1.5 + ti.min(1.5 * ti.sqrt(1.0 - cos_l * cos_l) / cos_l, 4.0))
+                hit = cam + t * d
+                lit = _lit(hit, bias, shadow, light, s_origin, s_u, s_v, texel, hmin, hmax)
+                base = ti.math.vec3(colors[f, 0], colors[f, 1], colors[f, 2])
+                out = _shade_gel(base, n, d, lit, light)
+                for ch in ti.static(range(3)):
+                    image[i, j, ch] = ti.cast(out[ch], ti.f32)
+                depth[i, j] = ti.cast(t, ti.f32)
+
+
 @ti.kernel
 def _to_u8(image: ndarray(ndim=3), out: ndarray(ndim=3)):
     for i, j, c in ti.ndrange(image.shape[0], image.shape[1], 3):
@@ -477,6 +739,95 @@ def particle_colors(model: Any) -> np.ndarray:
     """(N, 3) float64 RGB in [0, 1]: each particle's material color (``Material.color``)."""
     table = np.array([m.color for m in model.materials], dtype=np.float64).reshape(-1, 3)
     return np.clip(table[np.asarray(model.material_id)], 0.0, 1.0)
+
+
+def _check_meshes(meshes: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Validate ``meshes`` and merge them: (vertices (V, 3), triangles (F, 3) into the merged
+    vertices, per-triangle colors (F, 3)); None when there is no triangle to draw."""
+    if isinstance(meshes, (str, bytes)) or not isinstance(meshes, Sequence):
+        raise ValueError(f"meshes must be a sequence of (vertices, triangles[, color]), got {type(meshes).__name__}")
+    verts, faces, colors, offset = [], [], [], 0
+    for k, item in enumerate(meshes):
+        name = f"meshes[{k}]"
+        if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
+            raise ValueError(f"{name} must be (vertices, triangles) or (vertices, triangles, color)")
+        v = _as_numpy(item[0], f"{name} vertices")
+        if v.ndim != 2 or v.shape[1] != 3:
+            raise ValueError(f"{name} vertices must have shape (V, 3), got {v.shape}")
+        if not np.all(np.isfinite(v)):
+            raise ValueError(f"{name} vertices contain NaN/Inf ({int((~np.isfinite(v)).any(axis=1).sum())} vertices)")
+        t = item[1]
+        if hasattr(t, "detach"):
+            t = t.detach().cpu().numpy()
+        t = np.asarray(t)
+        if t.dtype.kind not in "iu":
+            raise ValueError(f"{name} triangles must be an integer array, got dtype {t.dtype}")
+        if t.ndim != 2 or t.shape[1] != 3:
+            raise ValueError(f"{name} triangles must have shape (F, 3), got {t.shape}")
+        if t.size and (t.min() < 0 or t.max() >= len(v)):
+            raise ValueError(
+                f"{name} triangles index vertices out of range [0, {len(v)}): min {t.min()}, max {t.max()}"
+            )
+        color = SILICONE if len(item) == 2 else item[2]
+        c = np.asarray(_as_numpy(color, f"{name} color"))
+        if c.shape != (3,) or not np.all(np.isfinite(c)) or c.min() < 0.0 or c.max() > 1.0:
+            raise ValueError(f"{name} color must be RGB in [0, 1], got {color!r}")
+        verts.append(v)
+        faces.append(t.astype(np.int64) + offset)
+        colors.append(np.broadcast_to(c, (len(t), 3)))
+        offset += len(v)
+    if offset + 1 >= 2**31 or sum(len(f) for f in faces) >= 2**31:
+        raise ValueError("meshes: too many vertices or triangles (2^31 at most)")
+    if not faces or not sum(len(f) for f in faces):
+        return None
+    return np.concatenate(verts), np.concatenate(faces), np.concatenate(colors)
+
+
+def sensor_meshes(sim: Any, x: Any = None, batch_index: int = 0, color: Any = SILICONE) -> list[tuple]:
+    """The FEM sensor gels of a simulator as :meth:`Renderer.render` ``meshes``.
+
+    Each sensor k gives ``(x[b, sim.fem.nodes_of(k)], mesh.boundary_faces, color)``: its world
+    node positions (interior nodes included, unused) and its whole outer surface, outward.
+
+    Args:
+        sim: an :class:`engine.simulator.Simulator` (a scene without sensors gives ``[]``).
+        x: the sensor nodes: None for the fast path's current state (``sim.get_state()``), a
+            :class:`engine.state.State`, or world node positions ``(B, n, 3)`` / ``(n, 3)`` [m]
+            of all sensors concatenated (e.g. a rollout's ``out.sensor_x[t]``).
+        batch_index: which scene of the batch.
+        color: one RGB for every sensor, or one RGB per sensor.
+
+    Raises:
+        ValueError: ``x`` of the wrong shape, a bad ``batch_index`` or ``color``.
+    """
+    sensors = tuple(getattr(sim.model, "sensors", ()))
+    if not sensors:
+        return []
+    if x is None:
+        x = sim.get_state()
+    if hasattr(x, "sensors"):
+        if x.sensors is None:
+            raise ValueError("x is a State without sensors")
+        x = x.sensors.x
+    x = _as_numpy(x, "x")
+    n = int(sim.fem.n_nodes)
+    if x.ndim == 3:
+        if isinstance(batch_index, bool) or not isinstance(batch_index, (int, np.integer)):
+            raise ValueError(f"batch_index must be an int, got {batch_index!r}")
+        if not -len(x) <= batch_index < len(x):
+            raise ValueError(f"batch_index {batch_index} out of range for a batch of {len(x)}")
+        x = x[batch_index]
+    if x.shape != (n, 3):
+        raise ValueError(f"x must have shape (B, {n}, 3) or ({n}, 3) (all sensor nodes), got {x.shape}")
+    colors = np.asarray(color, dtype=np.float64)
+    if colors.ndim == 1:
+        colors = np.broadcast_to(colors, (len(sensors), *colors.shape))
+    if colors.shape != (len(sensors), 3):
+        raise ValueError(f"color must be one RGB or one RGB per sensor ({len(sensors)}), got {np.shape(color)}")
+    return [
+        (x[sim.fem.nodes_of(k)], np.asarray(s.mesh.boundary_faces), tuple(float(c) for c in colors[k]))
+        for k, s in enumerate(sensors)
+    ]
 
 
 def _as_numpy(a: Any, name: str) -> np.ndarray:
@@ -562,6 +913,7 @@ class Renderer:
         self._buffers: dict[str, Any] = {}
         self._packed_key: tuple | None = None
         self._packed: tuple | None = None
+        self._mesh_topology: tuple | None = None
 
     @staticmethod
     def _vec3(name: str, v: Any) -> np.ndarray:
@@ -649,6 +1001,7 @@ class Renderer:
         colors: Any = None,
         colliders: Sequence[Any] = (),
         collider_colors: Sequence[Sequence[float]] | None = None,
+        meshes: Sequence[Any] = (),
     ) -> np.ndarray:
         """Render one frame.
 
@@ -658,13 +1011,18 @@ class Renderer:
             colliders: sequence of ``(Collider, pose (7,))`` (or bare Colliders at their own pose).
             collider_colors: optional RGB or RGBA per collider (alpha < 1 draws it as glass);
                 default: containers (Cup, Bowl) glass, tools from a fixed palette.
+            meshes: sequence of triangle meshes ``(vertices (V, 3) [m], triangles (F, 3) int)`` or
+                ``(vertices, triangles, color RGB)``, world frame (e.g. :func:`sensor_meshes`);
+                drawn opaque with the silicone look (default color :data:`SILICONE`), smooth
+                normals within creases of 40 degrees, both sides, casting and receiving shadows.
 
         Returns:
             ``(height, width, 3)`` uint8 image.
 
         Raises:
-            ValueError: wrong shapes, NaN/Inf positions or colors, colors outside [0, 1], or
-                malformed colliders/poses.
+            ValueError: wrong shapes, NaN/Inf positions or colors, colors outside [0, 1],
+                malformed colliders/poses, or malformed meshes (the message names
+                ``meshes[k]`` and the part: vertices, triangles or color).
         """
         runtime.require()
         x = _as_numpy(x, "x")
@@ -684,6 +1042,7 @@ class Renderer:
             raise ValueError(f"colors must lie in [0, 1], got range [{colors.min():g}, {colors.max():g}]")
         items = self._check_colliders(colliders)
         styles = self._collider_styles(items, collider_colors)
+        mesh = _check_meshes(meshes)
         if self.particle_radius is None and N:
             self.particle_radius = self._estimate_radius(x)
         radius = self.particle_radius or 0.01
@@ -729,11 +1088,19 @@ class Renderer:
             traced.append((g, ti.math.vec3(*center), b_radius, center))
             if styles[k][3] >= 1.0:  # clear glass casts no shadow, so liquid inside stays lit
                 _shadow_collider(*g, ti.math.vec3(*center), b_radius, *sh)
+        if mesh is not None:
+            mv, mt, mn, mc = self._upload_mesh(*mesh)
+            _shadow_triangles(mv, mt, *sh)
 
         _background(image, depth, key, cam, basis, focal, self.floor_z, self.checker, *sh)
         if N:
             _splat(xs, radius, key, cam, basis, focal)
             _resolve(xs, cs, radius, key, image, depth, cam, basis, focal, *sh)
+        if mesh is not None:
+            mkey = self._buffer("mesh_key", ti.i64, (H, W))
+            _clear_key(mkey)
+            _raster_triangles(mv, mt, mkey, cam, basis, focal)
+            _resolve_triangles(mv, mt, mn, mc, mkey, image, depth, cam, basis, focal, *sh)
         # Opaque colliders first (they write depth), then glass back to front.
         order = sorted(
             range(len(items)),
@@ -746,6 +1113,32 @@ class Renderer:
             _march_collider(g[0], hits, *g[1:], center, b_radius, rgba, image, depth, cam, basis, focal, *sh)
         _to_u8(image, out)
         return out.to_numpy()
+
+    def _upload_mesh(self, vertices: np.ndarray, triangles: np.ndarray, colors: np.ndarray):
+        """Copy the merged mesh to the device; rebuild the vertex -> triangle table only when the
+        triangles change; compute the corner normals of these vertices."""
+        V, F = len(vertices), len(triangles)
+        mv = self._buffer("mesh_v", ti.f32, (V, 3))
+        mv.from_numpy(vertices.astype(np.float32))
+        mt = self._buffer("mesh_tris", ti.i32, (F, 3))
+        mc = self._buffer("mesh_colors", ti.f32, (F, 3))
+        mc.from_numpy(colors.astype(np.float32))
+        topo = self._mesh_topology
+        if topo is None or topo[0] != V or not np.array_equal(topo[1], triangles):
+            flat = triangles.reshape(-1)
+            ptr = np.zeros(V + 1, dtype=np.int32)
+            np.cumsum(np.bincount(flat, minlength=V), out=ptr[1:])
+            adj = (np.argsort(flat, kind="stable") // 3).astype(np.int32)
+            mt.from_numpy(triangles.astype(np.int32))
+            mp = self._buffer("mesh_ptr", ti.i32, (V + 1,))
+            mp.from_numpy(ptr)
+            ma = self._buffer("mesh_adj", ti.i32, (3 * F,))
+            ma.from_numpy(adj)
+            self._mesh_topology = (V, triangles.copy())
+        mn = self._buffer("mesh_normals", ti.f32, (F, 3, 3))
+        cos_crease = math.cos(math.radians(_CREASE_DEG))
+        _corner_normals(mv, mt, self._buffers["mesh_ptr"], self._buffers["mesh_adj"], cos_crease, mn)
+        return mv, mt, mn, mc
 
     def _collider_styles(self, items, collider_colors) -> list[tuple[float, float, float, float]]:
         if collider_colors is not None:

@@ -187,3 +187,247 @@ def test_render_rejects_bad_input(runtime, renderer):
         Renderer(fov_deg=180.0)
     with pytest.raises(ValueError):
         Renderer(particle_radius=-1.0)
+
+
+# --------------------------------------------------------------------------------------------
+# Triangle meshes (FEM sensor gels) and tactile panels
+# --------------------------------------------------------------------------------------------
+
+FWD = AXIS
+RIGHT = np.cross(FWD, [0.0, 0.0, 1.0]) / np.linalg.norm(np.cross(FWD, [0.0, 0.0, 1.0]))
+UP = np.cross(RIGHT, FWD)
+FOCAL = 0.5 * SIZE / np.tan(np.radians(45.0) / 2)  # the Renderer's default fov
+
+
+def project(p):
+    """(row, column) of the pixel that sees world point p (the Renderer's pinhole model)."""
+    rel = np.asarray(p) - CAM
+    z = rel @ FWD
+    return int(np.floor(0.5 * SIZE - FOCAL * (rel @ UP) / z)), int(np.floor(0.5 * SIZE + FOCAL * (rel @ RIGHT) / z))
+
+
+def facing_triangle(distance, shift=0.0, size=0.12):
+    """One triangle facing the camera, its centroid ``shift`` [m] right of the axis at ``distance``."""
+    c = on_axis(distance) + shift * RIGHT
+    angles = np.radians([90.0, 210.0, 330.0])
+    v = c + size * (np.cos(angles)[:, None] * RIGHT + np.sin(angles)[:, None] * UP)
+    return v, np.array([[0, 1, 2]])
+
+
+def facing_grid(distance=1.0, half=0.2, n=12, dent=0.0):
+    """An n x n grid of quads (2 triangles each) facing the camera at ``distance`` on the axis,
+    pushed away from the camera by a Gaussian dent of depth ``dent`` [m]."""
+    s = np.linspace(-half, half, n + 1)
+    S, T = np.meshgrid(s, s, indexing="ij")
+    depth = dent * np.exp(-(S**2 + T**2) / (0.5 * half) ** 2)
+    v = on_axis(distance) + S[..., None] * RIGHT + T[..., None] * UP + depth[..., None] * FWD
+    idx = np.arange((n + 1) ** 2).reshape(n + 1, n + 1)
+    a, b, c, d = idx[:-1, :-1], idx[1:, :-1], idx[1:, 1:], idx[:-1, 1:]
+    tris = np.concatenate([np.stack([a, b, c], -1).reshape(-1, 3), np.stack([a, c, d], -1).reshape(-1, 3)])
+    return v.reshape(-1, 3), tris
+
+
+def is_red(px):
+    r, g, b = (float(c) for c in px)
+    return r > 2 * g + 20 and r > 2 * b + 20
+
+
+def test_mesh_renders_where_projected(renderer):
+    empty = np.zeros((0, 3))
+    background = renderer.render(empty)
+    v, t = facing_triangle(1.0)
+    img = renderer.render(empty, meshes=[(v, t, RED)])
+    assert is_red(centre(img))
+    # The triangle covers its projected area (circumradius 0.12 m at 1 m: ~9 px) around the centre.
+    red = np.array([[is_red(p) for p in row] for row in img])
+    rows, cols = np.nonzero(red)
+    assert 60 < red.sum() < 400
+    assert np.abs(rows + 0.5 - SIZE / 2).max() < 11 and np.abs(cols + 0.5 - SIZE / 2).max() < 11
+    # Elsewhere only its shadow on the floor (darker, away from the light) changes the image.
+    changed = np.abs(img.astype(int) - background.astype(int)).sum(-1) > 0
+    shade = img.astype(int).sum(-1) - background.astype(int).sum(-1)
+    assert changed[~red].any() and (shade[changed & ~red] < 0).all()
+    assert not changed[: SIZE // 2 - 12].any(), "nothing above the triangle changes"
+    # Shifted right by 0.2 m: it appears where its centroid projects, and the centre is background.
+    v, t = facing_triangle(1.0, shift=0.2)
+    img = renderer.render(empty, meshes=[(v, t, RED)])
+    i, j = project(v.mean(0))
+    assert j > SIZE / 2 + 10
+    assert is_red(img[i, j])
+    assert np.array_equal(centre(img), centre(background))
+    # Several meshes and torch input; the default color is the silicone grey-blue.
+    v2, t2 = facing_triangle(1.0, shift=-0.2)
+    img2 = renderer.render(empty, meshes=[(torch.as_tensor(v), torch.as_tensor(t), RED), (v2, t2)])
+    assert np.array_equal(img2[i, j], img[i, j])
+    i2, j2 = project(v2.mean(0))
+    r, g, b = img2[i2, j2].astype(int)
+    assert b > r + 10 and abs(r - g) < 40  # grey-blue
+
+
+def test_mesh_composes_by_depth(renderer):
+    empty = np.zeros((0, 3))
+    v, t = facing_triangle(1.0)
+    mesh = [(v, t, RED)]
+    box = Collider(Box((0.04, 0.04, 0.04)))
+    # An opaque collider in front hides the mesh; behind it, the mesh hides the collider.
+    img = renderer.render(
+        empty, colliders=[(box, (*on_axis(0.8), 1.0, 0.0, 0.0, 0.0))], collider_colors=[GREEN], meshes=mesh
+    )
+    r, g, _ = centre(img)
+    assert g > 2 * r + 20
+    img = renderer.render(
+        empty, colliders=[(box, (*on_axis(1.3), 1.0, 0.0, 0.0, 0.0))], collider_colors=[GREEN], meshes=mesh
+    )
+    assert is_red(centre(img))
+    # Particles: the nearer of particle and mesh wins.
+    img = renderer.render(np.array([on_axis(0.7)]), np.array([GREEN]), meshes=mesh)
+    r, g, _ = centre(img)
+    assert g > 2 * r + 20
+    img = renderer.render(np.array([on_axis(1.3)]), np.array([GREEN]), meshes=mesh)
+    assert is_red(centre(img))
+    # Of two meshes, the nearer wins whatever the order.
+    near, far = facing_triangle(0.9), facing_triangle(1.2)
+    for order in ((near, far), (far, near)):
+        colors = (GREEN, RED) if order[0] is near else (RED, GREEN)
+        img = renderer.render(empty, meshes=[(*order[0], colors[0]), (*order[1], colors[1])])
+        r, g, _ = centre(img)
+        assert g > 2 * r + 20
+
+
+def test_deformed_mesh_renders_differently_and_casts_a_shadow(renderer):
+    empty = np.zeros((0, 3))
+    background = renderer.render(empty)
+    rest, dented = facing_grid(), facing_grid(dent=0.08)
+    a = renderer.render(empty, meshes=[rest])
+    b = renderer.render(empty, meshes=[dented])
+    assert np.array_equal(a, renderer.render(empty, meshes=[rest]))  # deterministic
+    # Smooth normals make the dent visible: its shading varies across it, the flat grid's little.
+    diff = np.abs(a.astype(int) - b.astype(int)).sum(-1)
+    assert (diff > 30).sum() > 20
+    patch = (slice(SIZE // 2 - 8, SIZE // 2 + 8), slice(SIZE // 2 - 8, SIZE // 2 + 8))
+    assert b[patch].astype(int).std(axis=(0, 1)).max() > a[patch].astype(int).std(axis=(0, 1)).max() + 5
+    # The grid shadows the floor away from the light (light_dir (-0.35, -0.5, 1)): the floor
+    # point in the shadow of the grid's centre is darker than without the grid.
+    light = np.array([-0.35, -0.5, 1.0]) / np.linalg.norm([-0.35, -0.5, 1.0])
+    c = on_axis(1.0)
+    i, j = project(c - c[2] / light[2] * light)
+    assert not (abs(i - SIZE / 2) < 17 and abs(j - SIZE / 2) < 17), "that floor point is not behind the grid"
+    assert a[i, j].astype(int).sum() < background[i, j].astype(int).sum() - 60
+
+
+def test_sensor_meshes_from_a_simulator(runtime, renderer):
+    from engine import colliders, geometry, sampling
+    from engine.config import SimConfig
+    from engine.geometry.tetmesh import flat_pad
+    from engine.materials import WATER
+    from engine.render import sensor_meshes
+    from engine.scene import SceneBuilder
+    from engine.simulator import Simulator
+    from engine.solvers.fem import Sensor
+
+    # tests/test_fem.py's pad: 12 x 12 x 4 mm on a box mount whose top face is at z = 0.402 m.
+    builder = SceneBuilder(SimConfig(grid_res=16, dt=2e-5, substeps=4))
+    builder.add_particles(sampling.box((0.2, 0.2, 0.2), (0.24, 0.24, 0.24), 0.02), WATER, 0.02)
+    mount = builder.add_collider(
+        colliders.Collider(geometry.Box((0.008, 0.008, 0.002)), pose=(0.5, 0.5, 0.4, 1, 0, 0, 0))
+    )
+    pad = flat_pad(width=0.012, length=0.012, thickness=0.004, nx=4, ny=4, nz=2)
+    builder.add_sensor(Sensor(mesh=pad, mount=mount, offset=(0.0, 0.0, 0.006, 1.0, 0.0, 0.0, 0.0)))
+    sim = Simulator(builder.build(), batch_size=1)
+    state = sim.initial_state()
+    meshes = sensor_meshes(sim, state)
+    mesh = sim.model.sensors[0].mesh
+    assert len(meshes) == 1
+    v, t, color = meshes[0]
+    assert v.shape == (mesh.n_nodes, 3) and np.array_equal(t, mesh.boundary_faces)
+    np.testing.assert_allclose(v, state.sensors.x[0, sim.fem.nodes_of(0)].numpy())
+    assert np.array_equal(sensor_meshes(sim, state.sensors.x)[0][0], v)
+    # The pad (12 mm, 4 mm thick, on a mount at z = 0.4 m) seen from 3 cm away.
+    from engine.render import Renderer
+
+    near = Renderer(width=SIZE, height=SIZE, camera_pos=(0.5, 0.475, 0.42), look_at=(0.5, 0.5, 0.404))
+    img = near.render(np.zeros((0, 3)), meshes=meshes)
+    r, g, b = img[SIZE // 2, SIZE // 2].astype(int)
+    assert b > r + 10  # the grey-blue gel fills the centre
+    with pytest.raises(ValueError, match="x must have shape"):
+        sensor_meshes(sim, state.sensors.x[:, :5])
+    with pytest.raises(ValueError, match="batch_index"):
+        sensor_meshes(sim, state, batch_index=3)
+
+
+def test_mesh_rejects_bad_input(renderer):
+    empty = np.zeros((0, 3))
+    v, t = facing_triangle(1.0)
+    cases = [
+        ([(v[:, :2], t)], r"meshes\[0\] vertices must have shape"),
+        ([(np.where(np.arange(3)[:, None] == 1, np.nan, v), t)], r"meshes\[0\] vertices contain NaN"),
+        ([(v, t), (v, t + 1)], r"meshes\[1\] triangles index vertices out of range"),
+        ([(v, t - 1)], r"meshes\[0\] triangles index vertices out of range"),
+        ([(v, t.astype(float))], r"meshes\[0\] triangles must be an integer array"),
+        ([(v, t[:, :2])], r"meshes\[0\] triangles must have shape"),
+        ([(v, t, (2.0, 0.0, 0.0))], r"meshes\[0\] color"),
+        ([(v, t, (1.0, 0.0))], r"meshes\[0\] color"),
+        ([v], r"meshes\[0\] must be"),
+        (v, r"meshes"),
+    ]
+    for meshes, match in cases:
+        with pytest.raises(ValueError, match=match):
+            renderer.render(empty, meshes=meshes)
+
+
+def test_compose_tactile_frame():
+    from engine.panels import compose_tactile_frame
+
+    scene = np.full((64, 80, 3), 200, np.uint8)
+    tactile = np.full((16, 16, 3), 0.5)
+    grid = np.stack(np.meshgrid(np.arange(2.0, 16.0, 4.0), np.arange(2.0, 16.0, 4.0)), -1).reshape(-1, 2)
+    disp = np.zeros_like(grid)
+    moved = 5  # the marker at (u, v) = (6, 6) moves 1 px right
+    disp[moved] = (1.0, 0.0)
+    frame = compose_tactile_frame(scene, tactile, grid + disp, disp, arrow_scale=5.0)
+    assert frame.shape == (64, 80 + 2 + 64 + 2 + 64, 3) and frame.dtype == np.uint8
+    assert np.array_equal(frame[:, :80], scene)
+    np.testing.assert_allclose(frame[:, 82:146].astype(int), 128, atol=1)  # the tactile image, resized
+    panel = frame[:, 148:].astype(int)
+    arrow = (panel[..., 0] > 200) & (panel[..., 1] < 120)
+    # Panel scale 4: the rest pixel (6, 6) maps to (25.5, 25.5); the arrow is 5 x 4 = 20 px long.
+    rows, cols = np.nonzero(arrow)
+    assert arrow.sum() > 20
+    assert rows.min() >= 20 and rows.max() <= 31 and cols.min() >= 24 and cols.max() <= 47
+    assert arrow[24:28, 27:44].any(axis=0).all(), "an unbroken shaft to the right"
+    # Markers that did not move show only their dots; a longer scale gives a longer arrow.
+    dots = panel.sum(-1) < 100
+    assert dots[(grid[:, 1] * 4 + 1.5).astype(int), (grid[:, 0] * 4 + 1.5).astype(int)].all()
+    longer = compose_tactile_frame(scene, tactile, grid + disp, disp, arrow_scale=8.0)[:, 148:].astype(int)
+    assert ((longer[..., 0] > 200) & (longer[..., 1] < 120)).sum() > arrow.sum()
+    # Over the image instead of a panel; torch inputs with a batch axis of 1; no markers.
+    over = compose_tactile_frame(
+        scene, torch.as_tensor(tactile)[None], torch.as_tensor(grid + disp)[None], torch.as_tensor(disp)[None],
+        arrow_scale=5.0, markers_on="image", gap=0,
+    )  # fmt: skip
+    assert over.shape == (64, 144, 3)
+    over_arrow = (over[:, 80:, 0].astype(int) > 200) & (over[:, 80:, 1].astype(int) < 120)
+    assert np.array_equal(over_arrow, arrow)
+    assert compose_tactile_frame(scene, tactile).shape == (64, 146, 3)
+
+
+def test_compose_tactile_frame_rejects_bad_input():
+    from engine.panels import compose_tactile_frame
+
+    scene = np.zeros((32, 32, 3), np.uint8)
+    tactile = np.zeros((8, 8, 3))
+    px = np.zeros((4, 2))
+    cases = [
+        (dict(scene_frame=scene.astype(float)), "scene_frame"),
+        (dict(tactile_image=np.zeros((8, 8))), "tactile_image"),
+        (dict(tactile_image=np.full((8, 8, 3), np.nan)), "tactile_image"),
+        (dict(markers_px=np.zeros((4, 3)), marker_disp_px=np.zeros((4, 3))), "markers_px"),
+        (dict(marker_disp_px=np.zeros((3, 2))), "marker_disp_px"),
+        (dict(marker_disp_px=None), "together"),
+        (dict(arrow_scale=0.0), "arrow_scale"),
+        (dict(markers_on="left"), "markers_on"),
+    ]
+    for override, match in cases:
+        args = dict(scene_frame=scene, tactile_image=tactile, markers_px=px, marker_disp_px=px) | override
+        with pytest.raises(ValueError, match=match):
+            compose_tactile_frame(**args)
