@@ -6,9 +6,12 @@ bilinear interpolation by plain indexing (a matrix-product version competed with
 processes for BLAS threads and ran 5x slower on a shared CPU).
 """
 
+import math
 from typing import Any
 
 import numpy as np
+
+from engine.render import as_numpy
 
 __all__ = ["compose_tactile_frame"]
 
@@ -149,8 +152,8 @@ def compose_tactile_frame(
         raise ValueError("markers_px and marker_disp_px must be given together")
     markers = None
     if markers_px is not None:
-        px = _as_numpy(markers_px, "markers_px")
-        disp = _as_numpy(marker_disp_px, "marker_disp_px")
+        px = as_numpy(markers_px, "markers_px")
+        disp = as_numpy(marker_disp_px, "marker_disp_px")
         if px.ndim == 3 and px.shape[0] == 1:
             px = px[0]
         if disp.ndim == 3 and disp.shape[0] == 1:

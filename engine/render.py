@@ -751,7 +751,7 @@ def _check_meshes(meshes: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray] | No
         name = f"meshes[{k}]"
         if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
             raise ValueError(f"{name} must be (vertices, triangles) or (vertices, triangles, color)")
-        v = _as_numpy(item[0], f"{name} vertices")
+        v = as_numpy(item[0], f"{name} vertices")
         if v.ndim != 2 or v.shape[1] != 3:
             raise ValueError(f"{name} vertices must have shape (V, 3), got {v.shape}")
         if not np.all(np.isfinite(v)):
@@ -769,7 +769,7 @@ def _check_meshes(meshes: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray] | No
                 f"{name} triangles index vertices out of range [0, {len(v)}): min {t.min()}, max {t.max()}"
             )
         color = SILICONE if len(item) == 2 else item[2]
-        c = np.asarray(_as_numpy(color, f"{name} color"))
+        c = np.asarray(as_numpy(color, f"{name} color"))
         if c.shape != (3,) or not np.all(np.isfinite(c)) or c.min() < 0.0 or c.max() > 1.0:
             raise ValueError(f"{name} color must be RGB in [0, 1], got {color!r}")
         verts.append(v)
@@ -809,7 +809,7 @@ def sensor_meshes(sim: Any, x: Any = None, batch_index: int = 0, color: Any = SI
         if x.sensors is None:
             raise ValueError("x is a State without sensors")
         x = x.sensors.x
-    x = _as_numpy(x, "x")
+    x = as_numpy(x, "x")
     n = int(sim.fem.n_nodes)
     if x.ndim == 3:
         if isinstance(batch_index, bool) or not isinstance(batch_index, (int, np.integer)):
@@ -830,7 +830,8 @@ def sensor_meshes(sim: Any, x: Any = None, batch_index: int = 0, color: Any = SI
     ]
 
 
-def _as_numpy(a: Any, name: str) -> np.ndarray:
+def as_numpy(a: Any, name: str) -> np.ndarray:
+    """``a`` (array-like or torch tensor) as a float64 numpy array; ValueError naming ``name``."""
     if hasattr(a, "detach"):  # torch.Tensor
         a = a.detach().cpu().numpy()
     try:
@@ -980,7 +981,7 @@ class Renderer:
                     raise ValueError(f"colliders[{n}] must be a Collider or a (Collider, pose) pair") from None
                 if not isinstance(c, Collider):
                     raise ValueError(f"colliders[{n}][0] must be a Collider, got {type(c).__name__}")
-            pose = np.asarray(geometry.normalize_pose(_as_numpy(pose, f"colliders[{n}] pose"), f"colliders[{n}] pose"))
+            pose = np.asarray(geometry.normalize_pose(as_numpy(pose, f"colliders[{n}] pose"), f"colliders[{n}] pose"))
             items.append((c, pose))
         return items
 
@@ -1025,7 +1026,7 @@ class Renderer:
                 ``meshes[k]`` and the part: vertices, triangles or color).
         """
         runtime.require()
-        x = _as_numpy(x, "x")
+        x = as_numpy(x, "x")
         if x.ndim != 2 or x.shape[1] != 3:
             raise ValueError(f"x must have shape (N, 3), got {x.shape}")
         if not np.all(np.isfinite(x)):
@@ -1033,7 +1034,7 @@ class Renderer:
         N = len(x)
         if colors is None:
             colors = np.full((N, 3), 0.6)
-        colors = _as_numpy(colors, "colors")
+        colors = as_numpy(colors, "colors")
         if colors.shape != (N, 3):
             raise ValueError(f"colors must have shape ({N}, 3) to match x, got {colors.shape}")
         if not np.all(np.isfinite(colors)):
