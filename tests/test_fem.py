@@ -390,3 +390,47 @@ def test_pinch_gradients_match_finite_differences(runtime):
         ad = tensor.grad[index].item()
         assert abs(ad - num) <= 1e-8 + 1e-4 * abs(num), (index, ad, num)
     assert params.grad[0, 1, 4].abs() > 0, "k_n of the upper gel has no effect: no gel-gel contact"
+
+
+def test_dome_presses_a_plane_and_stays_within_the_penetration_tolerance(runtime):
+    """DiffTactile's dome (coarse variant), mounted on a small box and pushed onto a plane: the
+    plane pushes back along +z, the fisheye tactile view shows the imprint, and no surface
+    node sinks into the plane deeper than the penalty's documented equilibrium depth
+    (node force / k_n) plus what one substep can add."""
+    from engine import colliders, geometry, sampling
+    from engine.config import SimConfig
+    from engine.geometry.tetmesh import dome
+    from engine.materials import JELLY
+    from engine.scene import SceneBuilder
+    from engine.simulator import Simulator
+    from engine.solvers.fem import Elastomer, Sensor
+    from engine.tactile import FisheyeCamera, TactileSensorView
+
+    builder = SceneBuilder(SimConfig(domain_size=0.1, grid_res=32, dt=2e-5, substeps=10, gravity=(0.0, 0.0, 0.0)))
+    spacing = 0.1 / 64
+    builder.add_particles(sampling.box((0.02, 0.02, 0.02), (0.024, 0.024, 0.024), spacing), JELLY, spacing)
+    holder = builder.add_collider(
+        colliders.Collider(geometry.Box((0.004, 0.004, 0.004)), pose=(0.05, 0.05, 0.06, 1, 0, 0, 0))
+    )
+    floor_z = 0.06 - 0.015 + 0.0003  # the dome's pole (15 mm below the holder, facing down) 0.3 mm into the plane
+    builder.add_collider(colliders.Collider(geometry.Plane(), pose=(0.05, 0.05, floor_z, 1, 0, 0, 0)))
+    mesh = dome(rings=8)
+    builder.add_sensor(
+        Sensor(mesh, mount=holder, offset=(0, 0, 0, 0, 1, 0, 0), material=Elastomer(E=2e5, nu=0.45, damping=20.0))
+    )
+    sim = Simulator(builder.build())
+    control = torch.zeros(6, 1, 2, 6, dtype=torch.float64)
+    control[:, 0, 0, 2] = -0.05
+    out = sim.rollout(sim.initial_state(), control, record="all")
+    force = out.sensor_f[-1, 0].sum(0)
+    assert force[2] > 0 and force[2].abs() > 10 * force[:2].abs().max()
+    depth = (floor_z - out.sensor_x[-1, 0, :, 2]).clamp(min=0)
+    k_n = sim.model.sensors[0].contact.k_n
+    node_load = out.sensor_f[-1, 0].norm(dim=-1)
+    speed = out.final.sensors.v[0].norm(dim=-1)
+    assert (depth <= node_load / k_n + speed * sim.config.dt + 1e-9).all()
+    assert depth.max() < 1e-3
+    rest = torch.tensor(np.array(mesh.nodes[mesh.surface_nodes]))
+    view = TactileSensorView(rest, torch.tensor(np.array(mesh.surface_tris)), FisheyeCamera.from_fov(32, 32, 160.0))
+    x, f = sim.fem.to_sensor_frame(0, out.sensor_x[-1], out.sensor_f[-1], out.collider_pose[-1])
+    assert view.signals(x, f)["depth"].max() > 0

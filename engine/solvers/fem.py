@@ -92,6 +92,9 @@ class PenaltyContact:
     ``|F_t| <= m |v_t| / dt``, so a step never reverses a node's relative velocity
     (see :func:`engine.coupling.penalty_force`).
 
+    Penetration tolerance: a node carrying a contact force F sits ``F / k_n`` inside the other
+    body at rest (0.1 mm for 0.03 N at the default k_n), plus at most ``|v| dt`` while it moves.
+
     Attributes:
         k_n: normal stiffness [N/m]. k_d: normal damping [N s/m^2]. k_t: tangential viscous
         coefficient [N s/m]. mu: Coulomb friction coefficient.
