@@ -16,9 +16,19 @@ PAD = dict(width=0.012, length=0.012, thickness=0.004, nx=4, ny=4, nz=2)
 MOUNT_TOP = 0.402  # world z of the mount box's top face (box centre 0.4, half height 0.002)
 
 
-def _scene(indenter_gap=-0.0005, gravity=(0.0, 0.0, 0.0), dt=2e-5, substeps=4, batch_size=1, flat=False, **sensor_kw):
-    """A pad glued on top of a box collider (collider 0) and an indenter (collider 1: a sphere, or
-    with ``flat`` a box wider than the pad) whose lowest point starts ``indenter_gap`` above the
+def _scene(
+    indenter_gap=-0.0005,
+    gravity=(0.0, 0.0, 0.0),
+    dt=2e-5,
+    substeps=4,
+    batch_size=1,
+    flat=False,
+    indenter=None,
+    **sensor_kw,
+):
+    """A pad glued on top of a box collider (collider 0) and an indenter (collider 1: a sphere,
+    with ``flat`` a box wider than the pad, or the shape ``indenter`` turned upside down, its
+    local z = 0 level as its lowest point) whose lowest point starts ``indenter_gap`` above the
     gel's surface (negative: already pressing)."""
     from engine import colliders, geometry, sampling
     from engine.config import SimConfig
@@ -34,9 +44,11 @@ def _scene(indenter_gap=-0.0005, gravity=(0.0, 0.0, 0.0), dt=2e-5, substeps=4, b
     )
     radius = 0.005
     top = MOUNT_TOP + PAD["thickness"]
-    builder.add_collider(
-        colliders.Collider(geometry.Sphere(radius), pose=(0.5, 0.5, top + radius + indenter_gap, 1, 0, 0, 0))
-    )
+    if indenter is not None:  # flipped: its solid side (local z < 0) faces down onto the gel
+        builder.add_collider(colliders.Collider(indenter, pose=(0.5, 0.5, top + indenter_gap, 0, 1, 0, 0)))
+    else:
+        shape = geometry.Box((0.02, 0.02, radius)) if flat else geometry.Sphere(radius)
+        builder.add_collider(colliders.Collider(shape, pose=(0.5, 0.5, top + radius + indenter_gap, 1, 0, 0, 0)))
     settings = dict(
         mesh=flat_pad(**PAD),
         offset=(0.0, 0.0, 0.002 + PAD["thickness"], 1.0, 0.0, 0.0, 0.0),  # gel on the box's top face
@@ -434,3 +446,27 @@ def test_dome_presses_a_plane_and_stays_within_the_penetration_tolerance(runtime
     view = TactileSensorView(rest, torch.tensor(np.array(mesh.surface_tris)), FisheyeCamera.from_fov(32, 32, 160.0))
     x, f = sim.fem.to_sensor_frame(0, out.sensor_x[-1], out.sensor_f[-1], out.collider_pose[-1])
     assert view.signals(x, f)["depth"].max() > 0
+
+
+def test_pad_on_a_textured_mesh_surface_feels_the_texture(runtime):
+    """A voxel-SDF (MESH kind) surface with ridges (6 mm period, 0.3 mm amplitude) pressed onto
+    the pad: the contact forces follow the ridges (nodes under crests carry more than nodes
+    under troughs), which a flat plane pressed the same way does not."""
+    from engine import geometry
+
+    res, voxel = 24, 0.001
+    g = -0.012 + voxel * np.arange(res)
+    X, _, Z = np.meshgrid(g, g, g, indexing="ij")
+    ridges = geometry.Mesh(Z - 0.0003 * np.cos(2 * np.pi * X / 0.006), (-0.012,) * 3, voxel, source="ridges")
+    surf = np.array(flat_pad(**PAD).surface_nodes)
+    forces = {}
+    for name, shape in (("ridges", ridges), ("plane", geometry.Plane())):
+        sim = _scene(indenter_gap=-0.0002, indenter=shape)
+        out = sim.rollout(sim.initial_state(), torch.zeros(4, 1, 2, 6, dtype=torch.float64), record="final")
+        forces[name] = -out.sensor_f[-1, 0, surf, 2]  # pressing the gel down
+        x = out.sensor_x[-1, 0, surf, 0] - 0.5
+    phase = torch.cos(2 * np.pi * x / 0.006)
+    crest, trough = phase > 0.7, phase < -0.7
+    assert crest.any() and trough.any()
+    assert forces["ridges"][crest].mean() > 1.5 * forces["ridges"][trough].mean()
+    assert forces["plane"].std() < 0.5 * forces["ridges"].std()
