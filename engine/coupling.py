@@ -30,7 +30,7 @@ from engine import arrays, runtime
 from engine.colliders import SLIP, STICKY, pack_colliders
 from engine.geometry.pose import integrate_poses
 from engine.geometry.sdf import SHAPE_DIM, sdf_world
-from engine.solvers.base import Stage, Substep
+from engine.solvers.base import NoState, Stage, Substep
 from engine.solvers.mpm import MPMSolver
 from engine.solvers.mpm_kernels import axis_weights, pad4, stencil
 from engine.state import Model
@@ -415,7 +415,7 @@ class ColliderControl:
         return torch.cat([pos, quat], dim=-1), torch.cat([lin, ang], dim=-1)
 
 
-class ColliderCoupling:
+class ColliderCoupling(NoState):
     """Kinematic colliders acting on the MPM solver: their trajectories from the control, their
     grid boundary conditions and the particle projection (stages ``grid_coupling`` and
     ``particle_coupling``, none without colliders)."""
@@ -450,15 +450,6 @@ class ColliderCoupling:
             Stage("grid_coupling", self.grid_conditions, self.grid_conditions_adjoint, kept=True),
             Stage("particle_coupling", self.project_out, self.project_out_adjoint, replay=True),
         ]
-
-    def allocate(self, slots: int, needs_grad: bool) -> None:
-        return None  # collider poses are control, not state
-
-    def allocate_kept(self) -> None:
-        return None
-
-    def kept_bytes(self) -> int:
-        return 0
 
     # ------------------------------------------------------------------ control
     def trajectory(self, pose0: torch.Tensor, control: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -514,7 +505,7 @@ class ColliderCoupling:
             )  # fmt: skip
 
 
-class SensorContact:
+class SensorContact(NoState):
     """Penalty contact of the sensors' surface nodes with the colliders, the MPM material and
     each other (stage ``grid_coupling``, after the colliders' grid conditions): rows of
     ``fem.f_contact`` (one per collider, one for the MPM material, one for sensor pairs), which
@@ -564,15 +555,6 @@ class SensorContact:
         """The grid momentum and mass adjoint this stage's adjoint adds to (the MPM grid update's
         adjoint then adds its own)."""
         arrays.zero_array(self.mpm.grids_of(sub).mom_mass.grad)
-
-    def allocate(self, slots: int, needs_grad: bool) -> None:
-        return None
-
-    def allocate_kept(self) -> None:
-        return None
-
-    def kept_bytes(self) -> int:
-        return 0
 
     def _args(self, sub: Substep, c: int) -> tuple:
         col, fem, buf, ctrl = self.colliders, self.fem, sub.state[self.fem.name], sub.control

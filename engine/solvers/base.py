@@ -131,6 +131,20 @@ class Stage:
             raise ValueError(f"Stage.phase must be one of {PHASES}, got {self.phase!r}")
 
 
+class NoState:
+    """Defaults for a part without state or kept intermediates of its own (a coupling, a
+    constraint solver): nothing to allocate, nothing for the tape to keep."""
+
+    def allocate(self, slots: int, needs_grad: bool) -> None:
+        return None
+
+    def allocate_kept(self) -> None:
+        return None
+
+    def kept_bytes(self) -> int:
+        return 0
+
+
 class Solver(Protocol):
     """What the driver needs of a solver (or of the coupling)."""
 

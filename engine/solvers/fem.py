@@ -42,7 +42,7 @@ import torch
 
 from engine import arrays, runtime
 from engine.geometry.pose import quat_rotate
-from engine.solvers.base import Stage, Substep
+from engine.solvers.base import NoState, Stage, Substep
 
 ndarray = ti.types.ndarray
 
@@ -359,7 +359,7 @@ class NodeBuffers:
         copy_nodes_slot(self.x.grad, self.v.grad, self.f.grad, s, self.x.grad, self.v.grad, self.f.grad, t)
 
 
-class FEMSolver:
+class FEMSolver(NoState):
     """Every sensor of a Model, for B scenes: one node array over all sensors' meshes.
 
     Stage ``to_particles``: elastic forces and the symplectic Euler step (reading the contact
@@ -416,12 +416,6 @@ class FEMSolver:
 
     def allocate(self, slots: int, needs_grad: bool) -> NodeBuffers:
         return NodeBuffers(slots, self.batch_size, self.n_nodes, needs_grad)
-
-    def allocate_kept(self) -> None:
-        return None
-
-    def kept_bytes(self) -> int:
-        return 0
 
     # ------------------------------------------------------------------ stages
     def step(self, sub: Substep) -> None:

@@ -14,7 +14,7 @@ particle state. No state of its own; differentiated by Taichi's reverse mode.
 import taichi as ti
 
 from engine import arrays, runtime
-from engine.solvers.base import Stage, Substep
+from engine.solvers.base import NoState, Stage, Substep
 from engine.solvers.mpm import MPMSolver
 from engine.state import Model
 
@@ -89,7 +89,7 @@ def body_apply(
             v_out[s_out, b, p] = vf
 
 
-class ShapeMatchingSolver:
+class ShapeMatchingSolver(NoState):
     """The rigid bodies of a Model (particles with ``body_id >= 0``) for B scenes."""
 
     name = "shape_matching"
@@ -113,15 +113,6 @@ class ShapeMatchingSolver:
     # ------------------------------------------------------------------ driver contract
     def stages(self) -> list[Stage]:
         return [Stage("finish", self.project, self.project_adjoint, self.zero_grads, replay=True)]
-
-    def allocate(self, slots: int, needs_grad: bool) -> None:
-        return None
-
-    def allocate_kept(self) -> None:
-        return None
-
-    def kept_bytes(self) -> int:
-        return 0
 
     # ------------------------------------------------------------------ stages
     def project(self, sub: Substep) -> None:
