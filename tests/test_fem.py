@@ -470,3 +470,22 @@ def test_pad_on_a_textured_mesh_surface_feels_the_texture(runtime):
     assert crest.any() and trough.any()
     assert forces["ridges"][crest].mean() > 1.5 * forces["ridges"][trough].mean()
     assert forces["plane"].std() < 0.5 * forces["ridges"].std()
+
+
+def test_rollout_bridge_passes_gradcheck(runtime):
+    """torch.autograd.gradcheck on the rollout bridge with sensors: sensor parameters (E, nu,
+    k_n, mu of the pad) and the indenter's control -> recorded sensor forces and positions."""
+    sim = _scene(substeps=2)
+    base = sim.default_sensor_params()
+    chosen = [0, 1, 4, 7]
+    scale = base[0, 0, chosen].clone()
+
+    def f(rel_params, control):
+        params = base.clone()
+        params[0, 0, chosen] = scale * rel_params
+        out = sim.rollout(sim.initial_state(), control, sensor_params=params, record="all")
+        return out.sensor_f[..., 2].sum(-1), out.sensor_x[-1, 0, :5, 2]
+
+    rel = torch.ones(4, dtype=torch.float64, requires_grad=True)
+    control = (_control(T=2) * 0.5).requires_grad_(True)
+    assert torch.autograd.gradcheck(f, (rel, control), eps=1e-6, atol=1e-7, rtol=1e-4)
