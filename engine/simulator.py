@@ -37,7 +37,7 @@ from engine.coupling import ColliderCoupling, SensorContact
 from engine.materials import N_PARAMS, PARAM_NAMES
 from engine.scene import check_stability
 from engine.solvers.base import PHASES, SlotState, Stage, Substep
-from engine.solvers.fem import N_SENSOR_PARAMS, FEMSolver, check_elastomer
+from engine.solvers.fem import N_SENSOR_PARAMS, FEMSolver, check_elastomer, check_sensor_dt
 from engine.solvers.mpm import MPMSolver
 from engine.solvers.shape_matching import ShapeMatchingSolver
 from engine.state import Model, ParticleState, SensorState, SimulationDiverged, State
@@ -239,6 +239,7 @@ class Simulator:
                 check_elastomer(E, nu, rho, damping, f"sensor_params[{b}, {k}] ({sensor.name})")
                 if (values[b, k, 4:] < 0).any():
                     raise ValueError(f"sensor_params[{b}, {k}]: contact parameters k_n, k_d, k_t, mu must be >= 0")
+                check_sensor_dt(sensor, self.config.dt, values[b, k], f"sensor_params[{b}, {k}] ({sensor.name})")
         return params
 
     def _check_control(self, control: torch.Tensor, steps: int | None = None) -> None:

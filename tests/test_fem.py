@@ -489,3 +489,14 @@ def test_rollout_bridge_passes_gradcheck(runtime):
     rel = torch.ones(4, dtype=torch.float64, requires_grad=True)
     control = (_control(T=2) * 0.5).requires_grad_(True)
     assert torch.autograd.gradcheck(f, (rel, control), eps=1e-6, atol=1e-7, rtol=1e-4)
+
+
+def test_sensor_params_outside_the_stable_step_are_refused(runtime):
+    """Parameters given to a rollout are checked like the scene's own: a stiffer gel, a stiffer
+    contact or a heavier damping than the substep allows is an error naming the numbers."""
+    sim = _scene()
+    for column, value in ((0, 5e7), (4, 1e6), (3, 1e6)):
+        bad = sim.default_sensor_params()
+        bad[0, 0, column] = value
+        with pytest.raises(ValueError, match=r"sensor_params\[0, 0\].*dt="):
+            sim.rollout(sim.initial_state(), _control(), sensor_params=bad)

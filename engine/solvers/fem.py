@@ -33,6 +33,7 @@ world coordinates [m, m/s, N]; parameters ``(B, n_sensors, 8)`` are
 :data:`SENSOR_PARAM_NAMES`.
 """
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -90,7 +91,9 @@ class PenaltyContact:
     ``F_t = -t min(k_t |v_t|, mu |F_n|)`` with ``t = v_t / |v_t|``. For the explicit step the
     viscous parts are limited per node (mass m): ``k_d delta <= m / dt`` and
     ``|F_t| <= m |v_t| / dt``, so a step never reverses a node's relative velocity
-    (see :func:`engine.coupling.penalty_force`).
+    (see :func:`engine.coupling.penalty_force`). So k_t acts only below m / dt (about
+    0.1 N s/m for 2 mm cells at dt = 5e-5 s); above it, sticking is limited by the step, and a
+    loss cannot tell larger k_t apart.
 
     Penetration tolerance: a node carrying a contact force F sits ``F / k_n`` inside the other
     body at rest (0.1 mm for 0.03 N at the default k_n), plus at most ``|v| dt`` while it moves.
@@ -177,6 +180,10 @@ class Sensor:
 
     def min_height(self) -> float:
         """Shortest tet height 3 V / (largest face area) [m]."""
+        return self._min_height
+
+    @functools.cached_property
+    def _min_height(self) -> float:
         X = self.mesh.nodes[self.mesh.tets]
         a, b, c, d = X[:, 0], X[:, 1], X[:, 2], X[:, 3]
         vol = np.abs(np.einsum("ij,ij->i", np.cross(b - a, c - a), d - a)) / 6.0
@@ -184,11 +191,21 @@ class Sensor:
         areas = np.stack([0.5 * np.linalg.norm(np.cross(q - p, r - p), axis=1) for p, q, r in faces], axis=1)
         return float(np.min(3.0 * vol / areas.max(axis=1)))
 
-    def stable_dt(self) -> float:
-        """Largest stable explicit step [s] for the material and the contact stiffness."""
-        node_mass = self.material.density * float(np.min(_node_volumes(self.mesh)))
-        contact_dt = 2.0 * math.sqrt(node_mass / self.contact.k_n) if self.contact.k_n > 0 else math.inf
-        return min(self.min_height() / self.material.wave_speed(), 0.5 * contact_dt)
+    @functools.cached_property
+    def min_node_volume(self) -> float:
+        """Smallest lumped node volume [m^3]."""
+        return float(np.min(_node_volumes(self.mesh)))
+
+    def stable_dt(self, row=None) -> float:
+        """Largest stable explicit step [s] for the parameter row ``row`` (default the sensor's
+        own, :data:`SENSOR_PARAM_NAMES` order): the smallest of the P-wave crossing time of the
+        shortest tet height, sqrt(m / k_n) for the lightest node on the contact spring (half its
+        period limit 2 sqrt(m / k_n)), and 1 / c for the mass-proportional damping c."""
+        E, nu, rho, damping, k_n = (float(v) for v in (self.params_row() if row is None else row)[:5])
+        mu, lam = lame(E, nu)
+        wave = self.min_height() / math.sqrt((lam + mu) / rho)
+        contact = math.sqrt(rho * self.min_node_volume / k_n) if k_n > 0 else math.inf
+        return min(wave, contact, 1.0 / damping if damping > 0 else math.inf)
 
 
 def _node_volumes(mesh) -> np.ndarray:
@@ -200,14 +217,19 @@ def _node_volumes(mesh) -> np.ndarray:
     return out
 
 
-def check_sensor_dt(sensor: Sensor, dt: float) -> None:
-    """Raise ValueError if the explicit step ``dt`` is unstable for ``sensor``."""
-    limit = sensor.stable_dt()
+def check_sensor_dt(sensor: Sensor, dt: float, row=None, owner: str | None = None) -> None:
+    """Raise ValueError if the explicit step ``dt`` is unstable for ``sensor`` with the parameter
+    row ``row`` (default its own); ``owner`` names where the row came from."""
+    row = sensor.params_row() if row is None else np.asarray(row, dtype=np.float64)
+    limit = sensor.stable_dt(row)
     if dt > limit:
+        E, nu, rho, damping, k_n = row[:5]
+        mu, lam = lame(E, nu)
         raise ValueError(
-            f"sensor {sensor.name!r}: dt={dt:g} s exceeds the elastomer's stable explicit step {limit:.3g} s "
-            f"(shortest tet height {sensor.min_height():.3g} m, P-wave speed {sensor.material.wave_speed():.3g} m/s, "
-            f"k_n={sensor.contact.k_n:g} N/m); lower dt, E or k_n, or coarsen the mesh"
+            f"{owner or 'sensor ' + repr(sensor.name)}: dt={dt:g} s exceeds the elastomer's stable explicit step "
+            f"{limit:.3g} s (shortest tet height {sensor.min_height():.3g} m, P-wave speed "
+            f"{math.sqrt((lam + mu) / rho):.3g} m/s, k_n={k_n:g} N/m, damping={damping:g} 1/s); lower dt, E, k_n or "
+            "damping, or coarsen the mesh"
         )
 
 
