@@ -211,10 +211,10 @@ def sensor_mpm_contact(
     for b, j in ti.ndrange(x.shape[1], surface_nodes.shape[0]):
         i = surface_nodes[j]
         xi = x[s_in, b, i]
-        base, fx = stencil(xi, inv_dx)
-        base = ti.max(ti.min(base, grid_v.shape[2] - 3), 0)
-        fx = xi * inv_dx - base
+        raw, fx = stencil(xi, inv_dx)
+        base = ti.max(ti.min(raw, grid_v.shape[2] - 3), 0)  # a node off the grid reads in bounds ...
         N, dN = axis_weights(fx)
+        N *= ti.select((base == raw).all(), 1.0, 0.0)  # ... with zero weights: no material, no contact
         m = 0.0
         p = ti.Vector.zero(float, 3)
         grad_m = ti.Vector.zero(float, 3)

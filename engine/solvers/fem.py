@@ -193,14 +193,15 @@ class Sensor:
 
     @functools.cached_property
     def min_node_volume(self) -> float:
-        """Smallest lumped node volume [m^3]."""
-        return float(np.min(_node_volumes(self.mesh)))
+        """Smallest lumped volume of a contact-surface node [m^3] (only they feel contact)."""
+        return float(np.min(_node_volumes(self.mesh)[np.asarray(self.mesh.surface_nodes)]))
 
     def stable_dt(self, row=None) -> float:
         """Largest stable explicit step [s] for the parameter row ``row`` (default the sensor's
         own, :data:`SENSOR_PARAM_NAMES` order): the smallest of the P-wave crossing time of the
-        shortest tet height, sqrt(m / k_n) for the lightest node on the contact spring (half its
-        period limit 2 sqrt(m / k_n)), and 1 / c for the mass-proportional damping c."""
+        shortest tet height, sqrt(m / k_n) for the lightest contact-surface node on the contact
+        spring (half its period limit 2 sqrt(m / k_n)), and 1 / c for the mass-proportional
+        damping c."""
         E, nu, rho, damping, k_n = (float(v) for v in (self.params_row() if row is None else row)[:5])
         mu, lam = lame(E, nu)
         wave = self.min_height() / math.sqrt((lam + mu) / rho)
