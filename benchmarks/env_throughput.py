@@ -1,4 +1,4 @@
-"""Environment throughput per task at the cpu preset (issue 4). Prints JSON.
+"""Environment throughput per task at the cpu preset. Prints JSON.
 
 For every registered task (or ``--tasks``): env steps per second of ``gymnasium.make`` (B=1) and
 of the batched vector env (``gymnasium.make_vec(..., vectorization_mode="vector_entry_point")``,

@@ -1,4 +1,4 @@
-"""MLS-MPM throughput benchmark (issue 2). Prints JSON.
+"""MLS-MPM throughput benchmark. Prints JSON.
 
 Reference scene (the one Genesis' MPM liquid example builds): domain [0, 1]^3, a water block 0.4 m
 wide centred at (0.5, 0.5, 0.35), particle spacing 0.01 m (64,000 particles), 64^3 grid,

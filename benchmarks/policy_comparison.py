@@ -1,4 +1,4 @@
-"""Policy comparison (issue 5): trajectory optimization vs PPO, SAC, CMA-ES, random and scripted.
+"""Policy comparison: trajectory optimization vs PPO, SAC, CMA-ES, random and scripted.
 
 FluidLab's main comparison (Xian et al., ICLR 2023, Sec. 5, Fig. 4) on FluxLab's tasks at their cpu
 preset: every learning method gets the same wall-clock budget per task (``--budget`` seconds,
