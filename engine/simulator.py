@@ -597,7 +597,7 @@ class Simulator:
         mpm.load_params(params)
         if fem is not None:
             fem.load_params(sensor_params)
-            fem.params.grad.fill(0)
+            fem.zero_params_grad()
         ctrl = self.colliders.control_arrays(pose, vel, needs_grad=True)
         ctrl.zero_grad()
         B, N = self.batch_size, self.n_particles

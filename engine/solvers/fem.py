@@ -259,8 +259,7 @@ def elastic_forces(
     tets: ndarray(),
     Dm_inv: ndarray(),
     rest_volume: ndarray(),
-    tet_sensor: ndarray(),
-    params: ndarray(),
+    tet_params: ndarray(),
     f: ndarray(),
 ):
     """f[b, i] += the Stable Neo-Hookean forces of every tet on its nodes (f must be zeroed)."""
@@ -269,7 +268,7 @@ def elastic_forces(
         x0 = x[s, b, i0]
         Ds = ti.Matrix.cols([x[s, b, i1] - x0, x[s, b, i2] - x0, x[s, b, i3] - x0])
         F = Ds @ Dm_inv[e]
-        mu, lam = _lame(params[b, tet_sensor[e]])
+        mu, lam = _lame(tet_params[b, e])
         J = F.determinant()
         P = mu * F + lam * (J - 1.0 - mu / lam) * _cofactor(F)
         H = -rest_volume[e] * P @ Dm_inv[e].transpose()
@@ -296,7 +295,7 @@ def integrate(
     node_volume: ndarray(),
     mount_local: ndarray(),
     mount_collider: ndarray(),
-    params: ndarray(),
+    node_params: ndarray(),
     pos: ndarray(),
     quat: ndarray(),
     lin: ndarray(),
@@ -319,7 +318,7 @@ def integrate(
             x[s_out, b, i] = xn
             v[s_out, b, i] = lin[g, b, k] + ang[g, b, k].cross(xn - p)
         else:
-            row = params[b, node_sensor[i]]
+            row = node_params[b, i]
             m = row[P_RHO] * node_volume[i]
             vi = v[s_in, b, i]
             vn = vi + dt * ((f_elastic[b, i] + fc) / m + gravity - row[P_DAMP] * vi)
@@ -340,6 +339,14 @@ def check_nodes(x: ndarray(), v: ndarray(), s: ti.i32, speed_limit: float, statu
             flag = 2
         if flag > 0:
             ti.atomic_max(status[b], flag)
+
+
+@ti.kernel
+def expand_params(params: ndarray(), owner: ndarray(), out: ndarray()):
+    """out[b, i] = params[b, owner[i]]: each tet's or node's copy of its sensor's parameter row,
+    so the force kernels' adjoints add into their own entries instead of all into one."""
+    for b, i in ti.ndrange(out.shape[0], out.shape[1]):
+        out[b, i] = params[b, owner[i]]
 
 
 @ti.kernel
@@ -426,7 +433,11 @@ class FEMSolver(NoState):
         self.mount_local = arrays.upload(nodes, real, vec3)
         self.mount_collider = arrays.upload(mount_collider, ti.i32)
         self.surface_nodes = arrays.upload(self.surface, ti.i32)
-        self.params = ti.ndarray(ti.types.vector(N_SENSOR_PARAMS, real), (B, len(self.sensors)), needs_grad=True)
+        row = ti.types.vector(N_SENSOR_PARAMS, real)
+        self.params = ti.ndarray(row, (B, len(self.sensors)), needs_grad=True)
+        self.tet_params = ti.ndarray(row, (B, len(tets)), needs_grad=True)
+        self.node_params = ti.ndarray(row, (B, n), needs_grad=True)
+        self.tet_offset = np.cumsum([0] + [len(s.mesh.tets) for s in self.sensors])
         self.f_elastic = ti.ndarray(vec3, (B, n), needs_grad=True)
         self.n_rows = n_contact_rows
         self.f_contact = ti.ndarray(vec3, (max(n_contact_rows, 1), B, n), needs_grad=True)
@@ -444,12 +455,10 @@ class FEMSolver(NoState):
     def step(self, sub: Substep) -> None:
         buf, ctrl = sub.state[self.name], sub.control
         arrays.zero_array(self.f_elastic)
-        elastic_forces(
-            buf.x, sub.s_in, self.tets, self.Dm_inv, self.rest_volume, self.tet_sensor, self.params, self.f_elastic
-        )
+        elastic_forces(buf.x, sub.s_in, self.tets, self.Dm_inv, self.rest_volume, self.tet_params, self.f_elastic)
         integrate(
             buf.x, buf.v, buf.f, sub.s_in, sub.s_out, self.f_elastic, self.f_contact, self.n_rows, self.node_sensor,
-            self.node_volume, self.mount_local, self.mount_collider, self.params, ctrl.pos, ctrl.quat, ctrl.lin,
+            self.node_volume, self.mount_local, self.mount_collider, self.node_params, ctrl.pos, ctrl.quat, ctrl.lin,
             ctrl.ang, sub.g, self.dt, self.gravity,
         )  # fmt: skip
 
@@ -461,11 +470,11 @@ class FEMSolver(NoState):
         buf, ctrl = sub.state[self.name], sub.control
         integrate.grad(
             buf.x, buf.v, buf.f, sub.s_in, sub.s_out, self.f_elastic, self.f_contact, self.n_rows, self.node_sensor,
-            self.node_volume, self.mount_local, self.mount_collider, self.params, ctrl.pos, ctrl.quat, ctrl.lin,
+            self.node_volume, self.mount_local, self.mount_collider, self.node_params, ctrl.pos, ctrl.quat, ctrl.lin,
             ctrl.ang, sub.g, self.dt, self.gravity,
         )  # fmt: skip
         elastic_forces.grad(
-            buf.x, sub.s_in, self.tets, self.Dm_inv, self.rest_volume, self.tet_sensor, self.params, self.f_elastic
+            buf.x, sub.s_in, self.tets, self.Dm_inv, self.rest_volume, self.tet_params, self.f_elastic
         )  # fmt: skip
 
     # ------------------------------------------------------------------ host side
@@ -517,10 +526,22 @@ class FEMSolver(NoState):
         return table.expand(self.batch_size, *table.shape).clone()
 
     def load_params(self, params: torch.Tensor) -> None:
+        """Upload a (B, S, 8) parameter table and its per-tet and per-node copies."""
         self.params.from_numpy(params.detach().cpu().numpy().astype(arrays.np_real()))
+        expand_params(self.params, self.tet_sensor, self.tet_params)
+        expand_params(self.params, self.node_sensor, self.node_params)
+
+    def zero_params_grad(self) -> None:
+        for arr in (self.params, self.tet_params, self.node_params):
+            arrays.zero_array(arr.grad)
 
     def params_grad(self) -> torch.Tensor:
-        return torch.as_tensor(self.params.grad.to_numpy(), dtype=runtime.torch_dtype())
+        """(B, S, 8) parameter adjoint: the contact kernels' plus the per-tet and per-node copies'
+        summed over each sensor's tets and nodes."""
+        total = self.params.grad.to_numpy().astype(np.float64)
+        for copies, offsets in ((self.tet_params, self.tet_offset), (self.node_params, self.node_offset)):
+            total += np.add.reduceat(copies.grad.to_numpy().astype(np.float64), offsets[:-1], axis=1)
+        return torch.as_tensor(total, dtype=runtime.torch_dtype())
 
     def write(self, nodes, buf: NodeBuffers, slot: int) -> None:
         for name in NodeBuffers.FIELDS:
