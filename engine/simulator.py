@@ -427,7 +427,8 @@ class Simulator:
         """Run T control steps from ``state``; differentiable when any input requires grad.
 
         Args:
-            state: initial State (x and v may require grad).
+            state: initial State (x and v may require grad; C, F, J and the sensors' part are
+                taken as given, without gradient).
             control: (T, B, K, 6) collider velocities per step.
             params: (B, M, 5) material parameters (default: the Model's).
             record: "final", "all", or control steps (1-based) whose state is returned.
@@ -544,7 +545,7 @@ class Simulator:
                     ring.copy_slot_to(a, tape, 0)
                 buf, i = tape, s - last_s0
                 sub = Substep(tape, i, i + 1, s, ctrl, kept[i] if i < len(kept) else None, keep=i < len(kept))
-                a, b = i, i + 1
+                b = i + 1
             else:
                 buf, sub = ring, Substep(ring, a, b, s, ctrl)
             self._substep(sub)

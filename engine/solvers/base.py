@@ -27,8 +27,8 @@ from typing import Any, Protocol
 #: each phase; within a phase, stages run in the order of the simulator's parts.
 PHASES = (
     "to_grid",  # particle -> grid transfers and grid forces (MPM: stress, p2g, gravity, walls)
-    "grid_coupling",  # grid boundary conditions of colliders and other solvers
-    "to_particles",  # grid -> particle transfers (MPM: g2p)
+    "grid_coupling",  # grid boundary conditions of colliders; sensor contact forces
+    "to_particles",  # grid -> particle transfers (MPM: g2p); the FEM step
     "particle_coupling",  # particle projections out of colliders
     "finish",  # constraints that write the output slot (shape matching), or a plain copy
 )
