@@ -247,13 +247,13 @@ def _kernel_times(sim, repeats: int = 30) -> dict:
     contact_args = [contact._args(sub, c) for c in range(K)]
     mpm_args = contact._mpm_args(sub)
     integrate_args = (
-        buf.x, buf.v, buf.f, 0, 1, fem.f_elastic, fem.f_contact, fem.n_rows, fem.node_sensor, fem.node_volume,
-        fem.mount_local, fem.mount_collider, fem.node_params, ctrl.pos, ctrl.quat, ctrl.lin, ctrl.ang, 0, fem.dt,
-        fem.gravity,
+        buf.x, buf.v, buf.f, 0, 1, fem.forces.f_elastic, fem.forces.f_contact, fem.n_rows, fem.node_sensor,
+        fem.node_volume, fem.mount_local, fem.mount_collider, fem.node_params, ctrl.pos, ctrl.quat, ctrl.lin,
+        ctrl.ang, 0, fem.dt, fem.gravity,
     )  # fmt: skip
-    elastic_args = (buf.x, 0, fem.tets, fem.Dm_inv, fem.rest_volume, fem.tet_params, fem.f_elastic)
+    elastic_args = (buf.x, 0, fem.tets, fem.Dm_inv, fem.rest_volume, fem.tet_params, fem.forces.f_elastic)
     calls = {
-        "zero f_elastic": lambda: arrays.zero_array(fem.f_elastic),
+        "zero f_elastic": lambda: arrays.zero_array(fem.forces.f_elastic),
         "elastic_forces": lambda: elastic_forces(*elastic_args),
         "integrate": lambda: integrate(*integrate_args),
         "sensor_contact (all colliders)": lambda: [sensor_contact(*args) for args in contact_args],

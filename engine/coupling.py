@@ -507,8 +507,8 @@ class ColliderCoupling(NoState):
 
 class SensorContact(NoState):
     """Penalty contact of the sensors' surface nodes with the colliders, the MPM material and
-    each other (stage ``grid_coupling``, after the colliders' grid conditions): rows of
-    ``fem.f_contact`` (one per collider, one for the MPM material, one for sensor pairs), which
+    each other (stage ``grid_coupling``, after the colliders' grid conditions) into the FEM
+    contact-force rows (one per collider, one for the MPM material, one for sensor pairs), which
     the FEM step sums; the MPM material's reaction goes to the last grid velocity set
     (``grid_v[K] -> grid_v[K + 1]``). Sensor pairs find their candidates through a spatial hash
     of the surface triangles rebuilt every substep (cost linear in nodes and triangles)."""
@@ -547,9 +547,9 @@ class SensorContact(NoState):
             self.pairs_of = ti.ndarray(ti.i32, (B, len(fem.surface), MAX_PAIRS))
 
     def stages(self) -> list[Stage]:
-        # Not kept: the FEM step's adjoint needs the contact forces, so a kept substep reruns it
-        # (rewriting grid_v[K + 1] of the kept grids with the same values).
-        return [Stage("grid_coupling", self.forces, self.forces_adjoint, self.zero_mass_grad)]
+        # Kept (its forces and grid_v[K + 1] are in the kept sets) unless sensor pairs need the
+        # candidate lists of the substep being differentiated, which only a rerun rebuilds.
+        return [Stage("grid_coupling", self.forces, self.forces_adjoint, self.zero_mass_grad, kept=not self.pairs)]
 
     def zero_mass_grad(self, sub: Substep) -> None:
         """The grid momentum and mass adjoint this stage's adjoint adds to (the MPM grid update's
@@ -561,21 +561,22 @@ class SensorContact(NoState):
         return (
             buf.x, buf.v, sub.s_in, fem.surface_nodes, fem.node_sensor, self.sensor_mount, fem.params,
             fem.node_volume, self.dt, c,
-            col.kinds[c], col.shape, ctrl.pos, ctrl.quat, ctrl.lin, ctrl.ang, col.mesh_sdf, sub.g, fem.f_contact,
+            col.kinds[c], col.shape, ctrl.pos, ctrl.quat, ctrl.lin, ctrl.ang, col.mesh_sdf, sub.g,
+            fem.forces_of(sub).f_contact,
         )  # fmt: skip
 
     def _mpm_args(self, sub: Substep) -> tuple:
         fem, buf, grids, K = self.fem, sub.state[self.fem.name], self.mpm.grids_of(sub), self.colliders.n_colliders
         return (
             grids.mom_mass, grids.v, K, buf.x, buf.v, sub.s_in, fem.surface_nodes, fem.node_sensor, fem.params,
-            fem.node_volume, self.mpm.inv_dx, self.m_ref, self.dt, K, fem.f_contact,
+            fem.node_volume, self.mpm.inv_dx, self.m_ref, self.dt, K, fem.forces_of(sub).f_contact,
         )  # fmt: skip
 
     def _pair_args(self, sub: Substep) -> tuple:
         fem, buf = self.fem, sub.state[self.fem.name]
         return (
             buf.x, buf.v, sub.s_in, fem.surface_nodes, fem.node_sensor, fem.params, fem.node_volume, self.tris,
-            self.band, self.dt, self.pairs_of, self.colliders.n_colliders + 1, fem.f_contact,
+            self.band, self.dt, self.pairs_of, self.colliders.n_colliders + 1, fem.forces_of(sub).f_contact,
         )  # fmt: skip
 
     def _build_hash(self, sub: Substep) -> None:
@@ -598,7 +599,7 @@ class SensorContact(NoState):
         sensor_mpm_contact(*self._mpm_args(sub))
         if self.pairs:
             self._build_hash(sub)
-            zero_row(self.fem.f_contact, self.colliders.n_colliders + 1)
+            zero_row(self.fem.forces_of(sub).f_contact, self.colliders.n_colliders + 1)
             sensor_pair_contact(*self._pair_args(sub))
 
     def forces_adjoint(self, sub: Substep) -> None:

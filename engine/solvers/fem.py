@@ -368,6 +368,23 @@ def zero_nodes_slot(x: ndarray(), v: ndarray(), f: ndarray(), s: ti.i32):
 
 
 # ------------------------------------------------------------------------------------ solver
+@dataclass
+class Forces:
+    """The forces one FEM step adds: elastic ``f_elastic (B, n)`` and contact ``f_contact
+    (rows, B, n)`` (one row per collider, one for MPM material, one for sensor pairs), vec3 [N].
+    The working set serves the fast path and recomputed substeps; the replay tape keeps one set
+    per kept substep, so the adjoint (whose parameter gradients read the forces) does not rerun
+    the step."""
+
+    f_elastic: object
+    f_contact: object
+
+    @classmethod
+    def allocate(cls, rows: int, B: int, n: int) -> "Forces":
+        vec3 = ti.types.vector(3, runtime.real_dtype())
+        return cls(ti.ndarray(vec3, (B, n), needs_grad=True), ti.ndarray(vec3, (max(rows, 1), B, n), needs_grad=True))
+
+
 class NodeBuffers:
     """Slotted FEM node arrays x, v (state) and f (the contact force of the step that produced
     the slot), each (slots, B, n) vec3."""
@@ -438,43 +455,54 @@ class FEMSolver(NoState):
         self.tet_params = ti.ndarray(row, (B, len(tets)), needs_grad=True)
         self.node_params = ti.ndarray(row, (B, n), needs_grad=True)
         self.tet_offset = np.cumsum([0] + [len(s.mesh.tets) for s in self.sensors])
-        self.f_elastic = ti.ndarray(vec3, (B, n), needs_grad=True)
         self.n_rows = n_contact_rows
-        self.f_contact = ti.ndarray(vec3, (max(n_contact_rows, 1), B, n), needs_grad=True)
+        self.forces = Forces.allocate(n_contact_rows, B, n)
         self.status_flags = ti.ndarray(ti.i32, (B,))
 
     # ------------------------------------------------------------------ driver contract
     def stages(self) -> list[Stage]:
-        # Its adjoint reads the forces (the parameter gradients do), which are not kept.
-        return [Stage("to_particles", self.step, self.step_adjoint, self.zero_grads, replay=True)]
+        # Kept: its outputs are the tape's state slot and its kept forces.
+        return [Stage("to_particles", self.step, self.step_adjoint, self.zero_grads, kept=True)]
+
+    def allocate_kept(self) -> Forces:
+        return Forces.allocate(self.n_rows, self.batch_size, self.n_nodes)
+
+    def kept_bytes(self) -> int:
+        real_bytes = 8 if runtime.require().precision == "f64" else 4
+        return 2 * 3 * real_bytes * self.batch_size * self.n_nodes * (1 + max(self.n_rows, 1))  # values and adjoints
+
+    def forces_of(self, sub: Substep) -> Forces:
+        """The force set substep ``sub`` works on: its tape set, or the working set."""
+        return self.forces if sub.kept is None else sub.kept[self.name]
 
     def allocate(self, slots: int, needs_grad: bool) -> NodeBuffers:
         return NodeBuffers(slots, self.batch_size, self.n_nodes, needs_grad)
 
     # ------------------------------------------------------------------ stages
     def step(self, sub: Substep) -> None:
-        buf, ctrl = sub.state[self.name], sub.control
-        arrays.zero_array(self.f_elastic)
-        elastic_forces(buf.x, sub.s_in, self.tets, self.Dm_inv, self.rest_volume, self.tet_params, self.f_elastic)
+        buf, ctrl, forces = sub.state[self.name], sub.control, self.forces_of(sub)
+        arrays.zero_array(forces.f_elastic)
+        elastic_forces(buf.x, sub.s_in, self.tets, self.Dm_inv, self.rest_volume, self.tet_params, forces.f_elastic)
         integrate(
-            buf.x, buf.v, buf.f, sub.s_in, sub.s_out, self.f_elastic, self.f_contact, self.n_rows, self.node_sensor,
+            buf.x, buf.v, buf.f, sub.s_in, sub.s_out, forces.f_elastic, forces.f_contact, self.n_rows, self.node_sensor,
             self.node_volume, self.mount_local, self.mount_collider, self.node_params, ctrl.pos, ctrl.quat, ctrl.lin,
             ctrl.ang, sub.g, self.dt, self.gravity,
         )  # fmt: skip
 
     def zero_grads(self, sub: Substep) -> None:
-        arrays.zero_array(self.f_elastic.grad)
-        arrays.zero_array(self.f_contact.grad)
+        forces = self.forces_of(sub)
+        arrays.zero_array(forces.f_elastic.grad)
+        arrays.zero_array(forces.f_contact.grad)
 
     def step_adjoint(self, sub: Substep) -> None:
-        buf, ctrl = sub.state[self.name], sub.control
+        buf, ctrl, forces = sub.state[self.name], sub.control, self.forces_of(sub)
         integrate.grad(
-            buf.x, buf.v, buf.f, sub.s_in, sub.s_out, self.f_elastic, self.f_contact, self.n_rows, self.node_sensor,
+            buf.x, buf.v, buf.f, sub.s_in, sub.s_out, forces.f_elastic, forces.f_contact, self.n_rows, self.node_sensor,
             self.node_volume, self.mount_local, self.mount_collider, self.node_params, ctrl.pos, ctrl.quat, ctrl.lin,
             ctrl.ang, sub.g, self.dt, self.gravity,
         )  # fmt: skip
         elastic_forces.grad(
-            buf.x, sub.s_in, self.tets, self.Dm_inv, self.rest_volume, self.tet_params, self.f_elastic
+            buf.x, sub.s_in, self.tets, self.Dm_inv, self.rest_volume, self.tet_params, forces.f_elastic
         )  # fmt: skip
 
     # ------------------------------------------------------------------ host side
