@@ -50,6 +50,8 @@ import time
 from collections import defaultdict
 from dataclasses import replace
 
+from mpm_throughput import rss_mb  # the same /proc reading (this folder is on sys.path)
+
 TARGETS = {"forward_tet_substeps_per_s": 8e6, "backward_over_forward": 3.0, "memory_ratio_T100_over_T10": 2.0}
 SUBSTEPS = 10
 INDENTER_RADIUS = 0.005
@@ -443,15 +445,6 @@ def press_step_time(steps: int, repeats: int) -> dict:
     }
 
 
-def _rss_mb(field: str) -> float:
-    """VmRSS (current) or VmHWM (peak since the last reset) of this process [MiB], Linux."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def memory_child(steps: int) -> None:
     """Run in a subprocess: differentiable rollout + backward of the pad scene; print peak RSS."""
     import math
@@ -464,7 +457,7 @@ def memory_child(steps: int) -> None:
     sim, control = build("pad", 1)
     for T in (1, steps):  # T = 1 compiles the kernels; its peak (LLVM) is then forgotten
         ctl = control[None].expand(T, *control.shape).clone().requires_grad_(True)
-        rss_before = _rss_mb("VmRSS")
+        rss_before = rss_mb("VmRSS")
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # reset the peak RSS (VmHWM) to the current RSS
         out = sim.rollout(sim.initial_state(), ctl)
@@ -477,8 +470,8 @@ def memory_child(steps: int) -> None:
         json.dumps(
             {
                 "steps": steps,
-                "peak_rss_mb": _rss_mb("VmHWM"),
-                "peak_rss_increase_mb": _rss_mb("VmHWM") - rss_before,
+                "peak_rss_mb": rss_mb("VmHWM"),
+                "peak_rss_increase_mb": rss_mb("VmHWM") - rss_before,
                 "checkpoint_every_substeps": every,
                 "grid_tape_mb": grid_slots * sim.kept_bytes() / 2**20,
                 "gradient_finite": bool(torch.isfinite(ctl.grad).all()),

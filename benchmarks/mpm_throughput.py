@@ -99,7 +99,7 @@ def backward_ratio(steps: int, repeats: int) -> dict:
     }
 
 
-def _rss_mb(field: str) -> float:
+def rss_mb(field: str) -> float:
     """VmRSS (current) or VmHWM (peak since the last reset) of this process [MiB], Linux."""
     with open("/proc/self/status") as f:
         for line in f:
@@ -121,7 +121,7 @@ def memory_child(steps: int) -> None:
     for T in (1, steps):  # T = 1 compiles the kernels; its peak (LLVM) is then forgotten
         state = sim.initial_state()
         state.v.requires_grad_(True)
-        rss_before = _rss_mb("VmRSS")
+        rss_before = rss_mb("VmRSS")
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # reset the peak RSS (VmHWM) to the current RSS
         out = sim.rollout(state, torch.zeros(T, 1, 0, 6, dtype=sim.dtype))
@@ -135,8 +135,8 @@ def memory_child(steps: int) -> None:
         json.dumps(
             {
                 "steps": steps,
-                "peak_rss_mb": _rss_mb("VmHWM"),
-                "peak_rss_increase_mb": _rss_mb("VmHWM") - rss_before,
+                "peak_rss_mb": rss_mb("VmHWM"),
+                "peak_rss_increase_mb": rss_mb("VmHWM") - rss_before,
                 # checkpoints, and the replay tape of every + 1 states with their gradients
                 "checkpoint_and_tape_mb": (math.ceil(n_sub / every) + 2 * (every + 1)) * state_bytes / 2**20,
                 "grid_tape_mb": grid_slots * sim.kept_bytes() / 2**20,

@@ -62,6 +62,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from engine.geometry.shapes import check_positive
+
 if TYPE_CHECKING:
     import trimesh
 
@@ -459,16 +461,6 @@ def _nodes_from_selection(name: str, selection: Any, n: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 
 
-def _check_length(name: str, value: Any) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a real number, got {value!r}") from None
-    if not (math.isfinite(v) and v > 0.0):
-        raise ValueError(f"{name} must be finite and > 0, got {value!r}")
-    return v
-
-
 def _check_count(name: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or int(value) != value or int(value) < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
@@ -513,9 +505,9 @@ def flat_pad(
     Raises:
         ValueError: a non-positive size or a cell count below 1.
     """
-    w = _check_length("flat_pad width", width)
-    ln = _check_length("flat_pad length", length)
-    th = _check_length("flat_pad thickness", thickness)
+    w = check_positive("flat_pad", "width", width)
+    ln = check_positive("flat_pad", "length", length)
+    th = check_positive("flat_pad", "thickness", thickness)
     nx = _check_count("flat_pad nx", nx, 1)
     ny = _check_count("flat_pad ny", ny, 1)
     nz = _check_count("flat_pad nz", nz, 1)
@@ -551,7 +543,7 @@ def gelsight_pad(resolution: float = 1.0) -> TetMesh:
     Raises:
         ValueError: ``resolution`` is not a finite number > 0.
     """
-    res = _check_length("gelsight_pad resolution", resolution)
+    res = check_positive("gelsight_pad", "resolution", resolution)
     counts = [max(1, math.ceil(size * 1e3 * res - 1e-9)) for size in GELSIGHT_PAD_SIZE]
     return flat_pad(*GELSIGHT_PAD_SIZE, *counts)
 
@@ -632,8 +624,8 @@ def dome(
     Raises:
         ValueError: bad radii or counts.
     """
-    r = _check_length("dome inner_radius", inner_radius)
-    R = _check_length("dome outer_radius", outer_radius)
+    r = check_positive("dome", "inner_radius", inner_radius)
+    R = check_positive("dome", "outer_radius", outer_radius)
     if not r < R:
         raise ValueError(f"dome inner_radius must be < outer_radius, got {r!r} >= {R!r}")
     layers = _check_count("dome layers", layers, 2)
@@ -825,7 +817,7 @@ def tetrahedralize(
         raise ValueError("tetrahedralize mesh encloses no volume")
     if max_volume is None:
         max_volume = solid / 2000.0
-    max_volume = _check_length("tetrahedralize max_volume", max_volume)
+    max_volume = check_positive("tetrahedralize", "max_volume", max_volume)
     if method == "scipy":
         points, tets = _delaunay_tets(mesh, max_volume)
     elif method == "ftetwild":
