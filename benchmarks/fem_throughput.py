@@ -229,7 +229,7 @@ def _kernel_times(sim, repeats: int = 30) -> dict:
     import torch
 
     from engine import arrays
-    from engine.coupling import copy_grid_velocity, sensor_contact, sensor_mpm_contact
+    from engine.coupling.sensors import copy_grid_velocity, sensor_contact, sensor_mpm_contact
     from engine.solvers.base import SlotState, Substep
     from engine.solvers.fem import elastic_forces, integrate
 

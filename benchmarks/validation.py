@@ -8,7 +8,7 @@ reduced setup (the one its test runs). Runs in f64 (``--arch`` cpu | cuda | auto
 Usage: python benchmarks/validation.py [--case hertz] [--quick] [--out benchmarks/results/validation]
 
 Case ``hertz`` — a rigid sphere pressed into an elastomer (engine/solvers/fem.py, penalty contact
-of engine/coupling.py)
+of engine/coupling/sensors.py)
     Reference: K. L. Johnson, *Contact Mechanics*, Cambridge University Press, 1985, Sec. 4.2
     (Hertz's theory of elastic contact of spheres): a rigid sphere of radius R pressed a depth d
     into an elastic half-space of Young's modulus E and Poisson ratio nu, frictionless, carries

@@ -1,7 +1,7 @@
 """Simulator: the driver that orders the solvers and the coupling in a substep, forward and
 backward, and checkpoints rollouts. It contains no physics of its own.
 
-* Parts: the MLS-MPM solver (engine/solvers/mpm.py), the collider coupling (engine/coupling.py)
+* Parts: the MLS-MPM solver (engine/solvers/mpm.py), the collider coupling (engine/coupling/colliders.py)
   and, when the scene has rigid bodies, shape matching (engine/solvers/shape_matching.py). Each
   contributes stages to the phases of a substep (engine/solvers/base.py); a substep runs the
   stages in phase order, its adjoint in the reverse order.

@@ -12,7 +12,7 @@ This module is a small, complete version of the loop on FluxLab's FEM sensor:
    * pressing: the normal force and the imprint the markers show depend on the gel's Young's
      modulus ``E`` (in series with the penalty stiffness ``k_n``);
    * sliding: the penalty friction of a node is ``min(mu F_n, m |v_t| / dt, k_t |v_t|)``
-     (:func:`engine.coupling.penalty_force`): it holds a node (stick) until the Coulomb cap
+     (:func:`engine.coupling.sensors.penalty_force`): it holds a node (stick) until the Coulomb cap
      ``mu F_n``, then slips. Once the contact slips, the net shear-to-normal force ratio reads
      ``mu``, and the markers shear by about the friction force over the gel's shear stiffness
      (``G = E / (2 (1 + nu))``), which ties ``mu`` and ``E`` together a second time.

@@ -1,7 +1,7 @@
 """The contract between the simulator's driver and the physics it orders.
 
 A substep is a fixed sequence of *stages* (:class:`Stage`), each contributed by a solver (one
-physics, ``engine/solvers/<physics>.py``) or by the coupling (``engine/coupling.py``) to one of
+physics, ``engine/solvers/<physics>.py``) or by a coupling (``engine/coupling/``) to one of
 the :data:`PHASES`. The driver (``engine/simulator.py``) runs the stages in phase order for the
 forward substep and in the reverse order for its adjoint (Genesis' ``substep`` and its gradient
 mirror); it knows nothing of what a stage computes.

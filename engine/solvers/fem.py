@@ -24,7 +24,7 @@ P-wave speed ``c_p = sqrt((lam_lin + 2 mu) / rho)`` and the shortest tet height 
 scene builder refuses a larger dt with an error naming the numbers instead of sub-cycling, so
 every stage of a substep stays one step and the checkpointed adjoint stays uniform.
 
-Contact forces come from engine/coupling.py (penalty contact with colliders, one row per
+Contact forces come from engine/coupling/sensors.py (penalty contact with colliders, one row per
 collider: ``f_contact[c, b, i]``); the integrator adds them and records their sum in the state,
 so losses and tactile signals can use it. Adjoint: Taichi's reverse mode (accumulating).
 
@@ -91,7 +91,7 @@ class PenaltyContact:
     ``F_t = -t min(k_t |v_t|, mu |F_n|)`` with ``t = v_t / |v_t|``. For the explicit step the
     viscous parts are limited per node (mass m): ``k_d delta <= m / dt`` and
     ``|F_t| <= m |v_t| / dt``, so a step never reverses a node's relative velocity
-    (see :func:`engine.coupling.penalty_force`). So k_t acts only below m / dt (about
+    (see :func:`engine.coupling.sensors.penalty_force`). So k_t acts only below m / dt (about
     0.1 N s/m for 2 mm cells at dt = 5e-5 s); above it, sticking is limited by the step, and a
     loss cannot tell larger k_t apart.
 

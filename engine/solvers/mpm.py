@@ -7,12 +7,12 @@ Hu et al. 2018 (MLS-MPM), Jiang et al. 2015 (APIC); the kernels are in
   binning into x-slabs, the p2g scatter (slabs on the CPU, atomics otherwise), and the grid
   update (momentum to velocity, gravity, domain walls) into ``grid_v[0]``;
 * ``to_particles``: g2p (APIC) from the last grid velocity ``grid_v[K]`` (after K collider
-  conditions, engine/coupling.py); it writes the new positions straight into the output slot,
+  conditions, engine/coupling/colliders.py); it writes the new positions straight into the output slot,
   or, when later stages move particles (colliders, rigid bodies), into the position chain
   ``x_chain[0]`` (and the velocities into ``v_free`` when rigid bodies follow);
 * ``finish`` (only with colliders and no rigid bodies): ``x_chain[K]`` -> the output slot.
 
-With sensors, one more grid velocity set carries their reaction (engine/coupling.py).
+With sensors, one more grid velocity set carries their reaction (engine/coupling/sensors.py).
 
 Adjoints: hand-written for the transfers and the fluid stress (they *write* the adjoints of the
 substep's input), Taichi's reverse mode (``kernel.grad``, which *accumulates*) for the solid

@@ -4,7 +4,7 @@ displacement discontinuity and two-way rigid body coupling", SIGGRAPH), with API
 
 The MPM part of a substep is ``stress -> p2g -> grid_update`` (to the grid) and ``g2p`` (back to
 the particles); :class:`engine.solvers.mpm.MPMSolver` launches them, and the grid boundary
-conditions of colliders (engine/coupling.py) run between the two halves. Every kernel takes
+conditions of colliders (engine/coupling/colliders.py) run between the two halves. Every kernel takes
 ndarray arguments, so it compiles once per dtype and serves every scene and batch size.
 
 Conventions:
