@@ -4,8 +4,9 @@
 
 ``RolloutFunction`` takes the initial positions/velocities, the material parameter table, the
 collider trajectory (poses at substep boundaries, velocities per substep, both computed from the
-user's control with differentiable torch ops) and the sensor parameter table, and returns the
-recorded particle positions/velocities and sensor node positions/contact forces.
+user's control with differentiable torch ops), the sensor parameter table, the initial rigid-body
+state and the rigid-body densities, and returns the recorded particle positions/velocities,
+sensor node positions/contact forces and rigid-body states.
 Its backward runs the checkpointed adjoint of :class:`engine.simulator.Simulator`.
 
 2. ``PoissonSolve`` — the pressure Poisson solve with an implicit adjoint.
@@ -29,29 +30,33 @@ from engine.linsolve import PoissonSolver
 
 
 class RolloutFunction(torch.autograd.Function):
-    """(x0, v0, params, pose, vel, sensor_params) -> (x_rec, v_rec, C, F, J, sensor_x_rec,
-    sensor_f_rec, sensor_v) of a simulator rollout."""
+    """(x0, v0, params, pose, vel, sensor_params, bodies0, body_params) -> (x_rec, v_rec, C, F, J,
+    sensor_x_rec, sensor_f_rec, sensor_v, bodies_rec) of a simulator rollout."""
 
     @staticmethod
-    def forward(ctx, sim, plan, extra, x0, v0, params, pose, vel, sensor_params):
-        *out, ckpt = sim.forward(plan, extra, x0, v0, params, pose, vel, sensor_params, keep_checkpoints=True)
+    def forward(ctx, sim, plan, extra, x0, v0, params, pose, vel, sensor_params, bodies0, body_params):
+        *out, ckpt = sim.forward(
+            plan, extra, x0, v0, params, pose, vel, sensor_params, bodies0, body_params, keep_checkpoints=True
+        )
         ctx.sim, ctx.plan, ctx.ckpt = sim, plan, ckpt
-        ctx.save_for_backward(params, pose, vel, sensor_params)
+        ctx.save_for_backward(params, pose, vel, sensor_params, bodies0, body_params)
         ctx.mark_non_differentiable(out[2], out[3], out[4], out[7])  # C, F, J, sensor velocities
         return tuple(out)
 
     @staticmethod
-    def backward(ctx, grad_x, grad_v, _C, _F, _J, grad_sx, grad_sf, _sv):
-        params, pose, vel, sensor_params = ctx.saved_tensors
-        g_x0, g_v0, g_params, g_pose, g_vel, g_sensor = ctx.sim.backward(
-            ctx.plan, ctx.ckpt, params, pose, vel, sensor_params, (grad_x, grad_v, grad_sx, grad_sf),
-            need_params=ctx.needs_input_grad[5],
+    def backward(ctx, grad_x, grad_v, _C, _F, _J, grad_sx, grad_sf, _sv, grad_b):
+        params, pose, vel, sensor_params, bodies0, body_params = ctx.saved_tensors
+        g_x0, g_v0, g_params, g_pose, g_vel, g_sensor, g_body0, g_body_params = ctx.sim.backward(
+            ctx.plan, ctx.ckpt, params, pose, vel, sensor_params, body_params,
+            (grad_x, grad_v, grad_sx, grad_sf, grad_b), need_params=ctx.needs_input_grad[5],
         )  # fmt: skip
         if g_pose is None:
             g_pose, g_vel = torch.zeros_like(pose), torch.zeros_like(vel)
         if g_sensor is None:
             g_sensor = torch.zeros_like(sensor_params)
-        return None, None, None, g_x0, g_v0, g_params, g_pose, g_vel, g_sensor
+        if g_body0 is None:
+            g_body0, g_body_params = torch.zeros_like(bodies0), torch.zeros_like(body_params)
+        return None, None, None, g_x0, g_v0, g_params, g_pose, g_vel, g_sensor, g_body0, g_body_params
 
 
 class PoissonSolve(torch.autograd.Function):

@@ -45,6 +45,7 @@ class SceneBuilder:
         self._n_bodies = 0
         self._colliders: list = []
         self._sensors: list = []
+        self._rigid: list = []
 
     @property
     def n_particles(self) -> int:
@@ -112,6 +113,24 @@ class SceneBuilder:
         self._colliders.append(collider)
         return len(self._colliders) - 1
 
+    def add_rigid_body(self, body) -> int:
+        """Add a free 6-DoF rigid body (engine.solvers.rigid.RigidBody), two-way coupled to the
+        MPM material through the grid; returns its index. Raises ValueError if it is not a
+        RigidBody or its initial position lies outside the domain interior."""
+        from engine.solvers.rigid import RigidBody
+
+        if not isinstance(body, RigidBody):
+            raise ValueError(f"add_rigid_body expects an engine.solvers.rigid.RigidBody, got {type(body).__name__}")
+        cfg = self.config
+        lo, hi = cfg.boundary_cells * cfg.dx, cfg.domain_size - cfg.boundary_cells * cfg.dx
+        if not all(lo <= p <= hi for p in body.pose[:3]):
+            raise ValueError(
+                f"RigidBody {body.name!r}: pose position {body.pose[:3]} lies outside the domain interior "
+                f"[{lo:.4g}, {hi:.4g}]^3"
+            )
+        self._rigid.append(body)
+        return len(self._rigid) - 1
+
     def add_sensor(self, sensor) -> int:
         """Add an FEM elastomer sensor (engine.solvers.fem.Sensor) mounted on an added collider;
         returns its index. Raises ValueError if the mount is not a collider index or the substep
@@ -162,4 +181,5 @@ class SceneBuilder:
             body_Aqq_inv=body_Aqq_inv,
             colliders=tuple(self._colliders),
             sensors=tuple(self._sensors),
+            bodies=tuple(self._rigid),
         )

@@ -2,7 +2,9 @@
 backward, and checkpoints rollouts. It contains no physics of its own.
 
 * Parts: the MLS-MPM solver (engine/solvers/mpm.py), the collider coupling (engine/coupling/colliders.py)
-  and, when the scene has rigid bodies, shape matching (engine/solvers/shape_matching.py). Each
+  and, when the scene has them, the FEM sensors and their contact (engine/solvers/fem.py,
+  engine/coupling/sensors.py), free rigid bodies (engine/solvers/rigid.py) and shape-matched
+  particle bodies (engine/solvers/shape_matching.py). Each
   contributes stages to the phases of a substep (engine/solvers/base.py); a substep runs the
   stages in phase order, its adjoint in the reverse order.
 * Fast path (RL): :meth:`Simulator.reset` / :meth:`Simulator.step` advance B scenes in place on a
@@ -39,6 +41,7 @@ from engine.scene import check_stability
 from engine.solvers.base import PHASES, SlotState, Stage, Substep
 from engine.solvers.fem import N_SENSOR_PARAMS, FEMSolver, check_elastomer, check_sensor_dt
 from engine.solvers.mpm import MPMSolver
+from engine.solvers.rigid import RigidSolver
 from engine.solvers.shape_matching import ShapeMatchingSolver
 from engine.state import Model, ParticleState, SensorState, SimulationDiverged, State
 
@@ -77,6 +80,8 @@ class Rollout:
         sensor_f: (R, B, n, 3) contact force on each sensor node in the last substep of those
             steps [N] (differentiable).
         collider_pose: (R, B, K, 7) collider poses at those steps (differentiable).
+        bodies: (R, B, nb, 13) rigid-body state at those steps (differentiable; nb = 0 without
+            rigid bodies): shape-frame position, quaternion, linear and angular velocity.
     """
 
     steps: tuple[int, ...]
@@ -86,6 +91,7 @@ class Rollout:
     sensor_x: torch.Tensor
     sensor_f: torch.Tensor
     collider_pose: torch.Tensor
+    bodies: torch.Tensor
 
 
 class Simulator:
@@ -126,16 +132,19 @@ class Simulator:
         self.n_particles = model.n_particles
         self.n_colliders = K = model.n_colliders
         self.n_bodies = nb = model.n_bodies
+        self.n_rigid = nr = model.n_rigid
         self._lo = cfg.boundary_cells * cfg.dx
         self._hi = cfg.domain_size - cfg.boundary_cells * cfg.dx
         if scatter == "auto":
             scatter = "slabs" if runtime.on_cpu() and B * model.n_particles >= SLAB_MIN_PARTICLES else "atomic"
 
-        # Grid velocity conditions between the transfers: one per collider, one for the sensors.
-        n_conditions = K + (1 if model.sensors else 0)
+        # Grid velocity conditions between the transfers: one per collider, one for the sensors,
+        # one per rigid body; particle projections: one per collider, one per rigid body.
+        n_sensor_sets = 1 if model.sensors else 0
+        n_conditions = K + n_sensor_sets + nr
         self.mpm = MPMSolver(
-            model, B, scatter, n_conditions, K, staged_x=bool(K or nb), staged_v=bool(nb),
-            grid_mass_read_later=n_conditions > 0, mass_adjoint_from_later=bool(model.sensors),
+            model, B, scatter, n_conditions, K + nr, staged_x=bool(K or nb or nr), staged_v=bool(nb),
+            grid_mass_read_later=n_conditions > 0, mass_adjoint_from_later=bool(model.sensors or nr),
         )  # fmt: skip
         self.colliders = ColliderCoupling(model, B, self.mpm)
         self.parts = [self.mpm, self.colliders]
@@ -144,6 +153,10 @@ class Simulator:
             # Contact force rows: one per collider, one for MPM material, one for sensor pairs.
             self.fem = FEMSolver(model, B, n_contact_rows=K + 1 + (len(model.sensors) > 1))
             self.parts += [self.fem, SensorContact(model, self.colliders, self.fem, self.mpm)]
+        self.rigid: RigidSolver | None = None
+        if nr:
+            self.rigid = RigidSolver(model, B, self.mpm, first_condition=K + n_sensor_sets, first_projection=K)
+            self.parts.append(self.rigid)
         if nb:
             self.parts.append(ShapeMatchingSolver(model, B, self.mpm))
         self._accumulating = [part.name for part in self.parts if getattr(part, "accumulates_adjoint", False)]
@@ -193,6 +206,7 @@ class Simulator:
         if self.fem is not None:
             nodes = self.fem.initial_nodes(pose)
             sensors = SensorState(nodes, torch.zeros_like(nodes), torch.zeros_like(nodes))
+        bodies = None if self.rigid is None else self.rigid.initial()
         return State(
             x=x,
             v=v,
@@ -201,12 +215,19 @@ class Simulator:
             J=torch.ones(B, N, dtype=dt),
             collider_pose=pose,
             sensors=sensors,
+            bodies=bodies,
         )
 
     def default_params(self) -> torch.Tensor:
         """(B, M, 5) material parameter table of the Model's materials."""
         table = torch.as_tensor(self.model.default_params(), dtype=self.dtype)
         return table.expand(self.batch_size, *table.shape).clone()
+
+    def default_body_params(self) -> torch.Tensor:
+        """(B, nb, 1) rigid-body densities [kg/m^3]; nb may be 0."""
+        if self.rigid is None:
+            return torch.zeros(self.batch_size, 0, 1, dtype=self.dtype)
+        return self.rigid.default_params()
 
     def default_sensor_params(self) -> torch.Tensor:
         """(B, S, 8) sensor parameter table (engine.solvers.fem.SENSOR_PARAM_NAMES); S may be 0."""
@@ -283,6 +304,12 @@ class Simulator:
                     )
                 if not torch.isfinite(value if rows is None else value[rows]).all():
                     raise ValueError(f"state.sensors.{name} contains NaN/Inf")
+        if self.rigid is not None:
+            if state.bodies is None or tuple(state.bodies.shape) != (B, self.n_rigid, 13):
+                got = None if state.bodies is None else tuple(state.bodies.shape)
+                raise ValueError(f"state.bodies must have shape {(B, self.n_rigid, 13)}, got {got}")
+            if not torch.isfinite(state.bodies if rows is None else state.bodies[rows]).all():
+                raise ValueError("state.bodies contains NaN/Inf")
         x = state.x.detach() if rows is None else state.x.detach()[rows]
         if ((x < self._lo) | (x > self._hi)).any():
             raise ValueError(f"state.x: particles outside the domain interior [{self._lo:.4g}, {self._hi:.4g}]^3")
@@ -299,18 +326,23 @@ class Simulator:
         if self.fem is not None:
             nodes = state[self.fem.name]
             sensors = SensorState(*(self.fem.read_array(getattr(nodes, f), slot) for f in SensorState.FIELDS))
-        return State.from_parts(self.mpm.read(state[self.mpm.name], slot), pose, sensors)
+        bodies = None if self.rigid is None else self.rigid.read(state[self.rigid.name], slot)
+        return State.from_parts(self.mpm.read(state[self.mpm.name], slot), pose, sensors, bodies)
 
     def _write_state(self, state: State, buffers: SlotState, slot: int) -> None:
         self.mpm.write(state.particles, buffers[self.mpm.name], slot)
         if self.fem is not None:
             self.fem.write(state.sensors, buffers[self.fem.name], slot)
+        if self.rigid is not None:
+            self.rigid.write(state.bodies, buffers[self.rigid.name], slot)
 
     def _status(self, buffers: SlotState, slot: int) -> np.ndarray:
         """(B,) worst status over the solvers with a blow-up check (0 ok, 1 non-finite, 2 runaway)."""
         status = self.mpm.status(buffers[self.mpm.name], slot)
         if self.fem is not None:
             status = np.maximum(status, self.fem.status(buffers[self.fem.name], slot))
+        if self.rigid is not None:
+            status = np.maximum(status, self.rigid.status(buffers[self.rigid.name], slot))
         return status
 
     # ------------------------------------------------------------------ fast path
@@ -351,6 +383,8 @@ class Simulator:
         if self.fem is not None:
             for name in SensorState.FIELDS:
                 getattr(merged.sensors, name)[rows] = getattr(state.sensors, name).detach().to(self.dtype)[rows]
+        if self.rigid is not None:
+            merged.bodies[rows] = state.bodies.detach().to(self.dtype)[rows]
         self._write_state(merged, self.ring, self._slot)
         self._pose = merged.collider_pose
         if params is not None or sensor_params is not None:
@@ -366,6 +400,8 @@ class Simulator:
             self._loaded_sensor_params = self._check_sensor_params(table.detach().to(self.dtype))
         if self.fem is not None:
             self.fem.load_params(self._loaded_sensor_params)
+        if self.rigid is not None:
+            self.rigid.load_params(self.rigid.default_params())
 
     def step(self, control: torch.Tensor, raise_on_divergence: bool = True) -> np.ndarray:
         """Advance one control step (``substeps`` substeps) in place, without gradients.
@@ -384,6 +420,8 @@ class Simulator:
         self.mpm.load_params(self._loaded_params)
         if self.fem is not None:
             self.fem.load_params(self._loaded_sensor_params)
+        if self.rigid is not None:
+            self.rigid.load_params(self.rigid.default_params())
         pose, vel = self.colliders.trajectory(self._pose, control[None])
         ctrl = self.colliders.control_arrays(pose, vel, needs_grad=False)
         for g in range(self.config.substeps):
@@ -423,6 +461,7 @@ class Simulator:
         record: str | tuple[int, ...] | list[int] = "final",
         checkpoint_every: int | None = None,
         sensor_params: torch.Tensor | None = None,
+        body_params: torch.Tensor | None = None,
     ) -> Rollout:
         """Run T control steps from ``state``; differentiable when any input requires grad.
 
@@ -435,6 +474,7 @@ class Simulator:
             checkpoint_every: substeps between stored states in the forward pass (default
                 ceil(sqrt(T * substeps))).
             sensor_params: (B, S, 8) sensor parameters (default: the sensors'; differentiable).
+            body_params: (B, nb, 1) rigid-body densities (default: the bodies'; differentiable).
 
         Returns:
             A :class:`Rollout`.
@@ -451,6 +491,15 @@ class Simulator:
         self._check_params(params)
         sensor_params = self.default_sensor_params() if sensor_params is None else sensor_params
         self._check_sensor_params(sensor_params)
+        body_params = self.default_body_params() if body_params is None else body_params
+        if tuple(body_params.shape) != (self.batch_size, self.n_rigid, 1):
+            raise ValueError(
+                f"body_params must have shape {(self.batch_size, self.n_rigid, 1)} (B, bodies, density), "
+                f"got {tuple(body_params.shape)}"
+            )
+        if not (torch.isfinite(body_params).all() and (body_params > 0).all()):
+            raise ValueError("body_params: densities must be finite and > 0")
+        bodies0 = state.bodies if state.bodies is not None else torch.zeros(self.batch_size, 0, 13)
         if record == "final":
             steps = (T,)
         elif record == "all":
@@ -465,22 +514,24 @@ class Simulator:
             raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every!r}")
         plan = _Plan(T, self.config.substeps, steps, min(every, n_sub))
         pose, vel = self.colliders.trajectory(state.collider_pose.to(self.dtype), control.to(self.dtype))
-        inputs = (state.x, state.v, params, pose, vel, sensor_params)
+        inputs = (state.x, state.v, params, pose, vel, sensor_params, bodies0, body_params)
         inputs = tuple(t.to(self.dtype) for t in inputs)
         extra = (state.C.detach(), state.F.detach(), state.J.detach(), state.sensors)
         if torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
-            x_rec, v_rec, C, F, J, sx_rec, sf_rec, sv = RolloutFunction.apply(self, plan, extra, *inputs)
+            out = RolloutFunction.apply(self, plan, extra, *inputs)
         else:
             with torch.no_grad():
-                x_rec, v_rec, C, F, J, sx_rec, sf_rec, sv = self.forward(plan, extra, *inputs, keep_checkpoints=False)[
-                    :8
-                ]
+                out = self.forward(plan, extra, *inputs, keep_checkpoints=False)[:9]
+        x_rec, v_rec, C, F, J, sx_rec, sf_rec, sv, b_rec = out
         K = self.n_colliders
         rows = [t * self.config.substeps for t in steps]
         final = None
         if steps[-1] == T:
             sensors = None if self.fem is None else SensorState(sx_rec[-1], sv, sf_rec[-1])
-            final = State(x=x_rec[-1], v=v_rec[-1], C=C, F=F, J=J, collider_pose=pose[-1, :, :K], sensors=sensors)
+            bodies = None if self.rigid is None else b_rec[-1]
+            final = State(
+                x=x_rec[-1], v=v_rec[-1], C=C, F=F, J=J, collider_pose=pose[-1, :, :K], sensors=sensors, bodies=bodies
+            )
         return Rollout(
             steps=steps,
             x=x_rec,
@@ -489,6 +540,7 @@ class Simulator:
             sensor_x=sx_rec,
             sensor_f=sf_rec,
             collider_pose=pose[rows][:, :, :K],
+            bodies=b_rec,
         )
 
     def _replay_buffers(self, plan: _Plan) -> tuple[SlotState, list[dict]]:
@@ -508,11 +560,13 @@ class Simulator:
         for stage in self.stages:
             stage.forward(sub)
 
-    def forward(self, plan: _Plan, extra, x0, v0, params, pose, vel, sensor_params, keep_checkpoints: bool):
+    def forward(
+        self, plan: _Plan, extra, x0, v0, params, pose, vel, sensor_params, bodies0, body_params, keep_checkpoints: bool
+    ):
         """Forward pass of a rollout (used by RolloutFunction); returns recorded x, v, the final
         C, F, J, recorded sensor node positions and contact forces, the final sensor node
-        velocities and, if asked, the checkpoints."""
-        mpm, fem = self.mpm, self.fem
+        velocities, the recorded rigid-body states and, if asked, the checkpoints."""
+        mpm, fem, rigid = self.mpm, self.fem, self.rigid
         mpm.load_params(params)
         ctrl = self.colliders.control_arrays(pose, vel, needs_grad=False)
         ring = self.ring
@@ -520,6 +574,9 @@ class Simulator:
         if fem is not None:
             fem.load_params(sensor_params)
             fem.write(extra[3], ring[fem.name], 0)
+        if rigid is not None:
+            rigid.load_params(body_params)
+            rigid.write(bodies0, ring[rigid.name], 0)
         n_ckpt = math.ceil(plan.n_sub / plan.every)
         ckpt = self._allocate(n_ckpt, needs_grad=False) if keep_checkpoints else None
         record = plan.record_index()
@@ -530,6 +587,7 @@ class Simulator:
         n_nodes = 0 if fem is None else fem.n_nodes
         sx_rec = torch.zeros(R, B, n_nodes, 3, dtype=self.dtype)
         sf_rec = torch.zeros(R, B, n_nodes, 3, dtype=self.dtype)
+        b_rec = torch.zeros(R, B, self.n_rigid, 13, dtype=self.dtype)
         # With checkpoints, the last segment runs as the backward would replay it (on the tape,
         # keeping its intermediates), so the backward starts with that segment's adjoint.
         last_s0 = (n_ckpt - 1) * plan.every
@@ -558,6 +616,8 @@ class Simulator:
                 if fem is not None:
                     sx_rec[r] = fem.read_array(buf[fem.name].x, b)
                     sf_rec[r] = fem.read_array(buf[fem.name].f, b)
+                if rigid is not None:
+                    b_rec[r] = rigid.read(buf[rigid.name], b)
         last = plan.n_sub % 2
         if ckpt is not None:
             tape.copy_slot_to(plan.n_sub - last_s0, ring, last)
@@ -569,7 +629,7 @@ class Simulator:
         self._slot, self._pose = last, pose[-1, :, : self.n_colliders].detach().clone()
         self._loaded_params = params.detach().clone()
         self._loaded_sensor_params = sensor_params.detach().clone()
-        return x_rec, v_rec, C, F, J, sx_rec, sf_rec, sv, ckpt
+        return x_rec, v_rec, C, F, J, sx_rec, sf_rec, sv, b_rec, ckpt
 
     def _substep_adjoint(self, sub: Substep) -> None:
         """Adjoint of one substep on the tape (input slot ``sub.s_in``, output ``sub.s_out``):
@@ -589,16 +649,22 @@ class Simulator:
         for stage in reversed(self.stages):
             stage.adjoint(sub)
 
-    def backward(self, plan: _Plan, ckpt: SlotState, params, pose, vel, sensor_params, grads, need_params=True):
+    def backward(
+        self, plan: _Plan, ckpt: SlotState, params, pose, vel, sensor_params, body_params, grads, need_params=True
+    ):
         """Adjoint of :meth:`forward`: ``grads`` are the loss's gradients with respect to the
-        recorded x, v, sensor node positions and sensor contact forces (each may be None).
-        Returns gradients w.r.t. x0, v0, params (None unless ``need_params``: the density part
-        is a separate reduction), pose, vel, sensor_params."""
-        mpm, fem = self.mpm, self.fem
+        recorded x, v, sensor node positions, sensor contact forces and rigid-body states (each
+        may be None). Returns gradients w.r.t. x0, v0, params (None unless ``need_params``: the
+        density part is a separate reduction), pose, vel, sensor_params, the initial rigid-body
+        state and body_params."""
+        mpm, fem, rigid = self.mpm, self.fem, self.rigid
         mpm.load_params(params)
         if fem is not None:
             fem.load_params(sensor_params)
             fem.zero_params_grad()
+        if rigid is not None:
+            rigid.load_params(body_params)
+            rigid.zero_params_grad()
         ctrl = self.colliders.control_arrays(pose, vel, needs_grad=True)
         ctrl.zero_grad()
         B, N = self.batch_size, self.n_particles
@@ -612,7 +678,7 @@ class Simulator:
         record = plan.record_index()
         dt = self.dtype
         R = len(plan.record_steps)
-        grad_x, grad_v, grad_sx, grad_sf = (None if g is None else g.to(dt).contiguous() for g in grads)
+        grad_x, grad_v, grad_sx, grad_sf, grad_b = (None if g is None else g.to(dt).contiguous() for g in grads)
         grad_x = torch.zeros(R, B, N, 3, dtype=dt) if grad_x is None else grad_x
         grad_v = torch.zeros(R, B, N, 3, dtype=dt) if grad_v is None else grad_v
         n_seg = math.ceil(plan.n_sub / plan.every)
@@ -640,6 +706,8 @@ class Simulator:
                             add_vec3(grad_sx[r].contiguous(), tape[fem.name].x.grad, i + 1)
                         if grad_sf is not None:
                             add_vec3(grad_sf[r].contiguous(), tape[fem.name].f.grad, i + 1)
+                    if rigid is not None and grad_b is not None:
+                        rigid.write(grad_b[r], tape[rigid.name], i + 1, grad=True)
                 for name in self._accumulating:  # their adjoints add into slot i's
                     tape[name].zero_grad_slot(i)
                 # Without kept intermediates the recomputation writes slot i + 1 again, to the same bits.
@@ -651,4 +719,8 @@ class Simulator:
         K = self.n_colliders
         g_pose, g_vel = ctrl.grads()
         g_sensor = fem.params_grad() if fem is not None else None
-        return g_x0, g_v0, g_params, (g_pose[:, :, :K] if K else None), (g_vel[:, :, :K] if K else None), g_sensor
+        g_body0 = g_body_params = None
+        if rigid is not None:
+            g_body0, g_body_params = rigid.read(tape[rigid.name], 0, grad=True), rigid.params_grad()
+        g_pose, g_vel = (g_pose[:, :, :K], g_vel[:, :, :K]) if K else (None, None)
+        return g_x0, g_v0, g_params, g_pose, g_vel, g_sensor, g_body0, g_body_params

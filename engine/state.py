@@ -39,6 +39,7 @@ class Model:
         body_Aqq_inv: (nb, 3, 3) inverse of the rest moment matrix sum V q q^T per body.
         colliders: kinematic colliders (engine.colliders.Collider).
         sensors: FEM elastomer sensors (engine.solvers.fem.Sensor), each mounted on a collider.
+        bodies: free 6-DoF rigid bodies (engine.solvers.rigid.RigidBody), two-way coupled.
     """
 
     config: SimConfig
@@ -53,6 +54,7 @@ class Model:
     body_Aqq_inv: np.ndarray
     colliders: tuple = ()
     sensors: tuple = ()
+    bodies: tuple = ()
 
     @property
     def n_particles(self) -> int:
@@ -61,6 +63,12 @@ class Model:
     @property
     def n_bodies(self) -> int:
         return int(self.body_volume.shape[0])
+
+    @property
+    def n_rigid(self) -> int:
+        """Free 6-DoF rigid bodies (:attr:`bodies`; shape-matched particle bodies are
+        :attr:`n_bodies`)."""
+        return len(self.bodies)
 
     @property
     def n_colliders(self) -> int:
@@ -121,8 +129,10 @@ class SensorState:
 class State:
     """Dynamic state of B scenes: one part per solver that has state, plus the collider poses.
 
-    Parts: ``particles`` (:class:`ParticleState`, the MLS-MPM solver's) and ``sensors``
-    (:class:`SensorState`, the FEM solver's; None in a scene without sensors). ``x, v, C, F, J``
+    Parts: ``particles`` (:class:`ParticleState`, the MLS-MPM solver's), ``sensors``
+    (:class:`SensorState`, the FEM solver's; None in a scene without sensors) and ``bodies``
+    (the rigid bodies', (B, nb, 13): shape-frame position, unit quaternion (w, x, y, z), linear
+    and angular (world frame) velocity of the centre of mass; None without rigid bodies). ``x, v, C, F, J``
     read and write the particle part's fields (``state.x`` is ``state.particles.x``), the
     common case.
 
@@ -130,20 +140,28 @@ class State:
         particles: the MPM particles' state.
         collider_pose: (B, K, 7) collider position [m] and unit quaternion (w, x, y, z).
         sensors: the FEM sensor nodes' state, or None.
+        bodies: (B, nb, 13) rigid-body state, or None.
     """
 
     FIELDS = (*ParticleState.FIELDS, "collider_pose")
 
-    def __init__(self, x, v, C, F, J, collider_pose, sensors: SensorState | None = None):
+    def __init__(
+        self, x, v, C, F, J, collider_pose, sensors: SensorState | None = None, bodies: torch.Tensor | None = None
+    ):
         self.particles = ParticleState(x, v, C, F, J)
         self.collider_pose = collider_pose
         self.sensors = sensors
+        self.bodies = bodies
 
     @classmethod
     def from_parts(
-        cls, particles: ParticleState, collider_pose: torch.Tensor, sensors: SensorState | None = None
+        cls,
+        particles: ParticleState,
+        collider_pose: torch.Tensor,
+        sensors: SensorState | None = None,
+        bodies: torch.Tensor | None = None,
     ) -> State:
-        return cls(*(getattr(particles, f) for f in ParticleState.FIELDS), collider_pose, sensors)
+        return cls(*(getattr(particles, f) for f in ParticleState.FIELDS), collider_pose, sensors, bodies)
 
     @property
     def batch_size(self) -> int:
@@ -154,7 +172,8 @@ class State:
         sensors = (
             None if self.sensors is None else SensorState(*(fn(getattr(self.sensors, f)) for f in SensorState.FIELDS))
         )
-        return State(*(fn(getattr(self, f)) for f in self.FIELDS), sensors=sensors)
+        bodies = None if self.bodies is None else fn(self.bodies)
+        return State(*(fn(getattr(self, f)) for f in self.FIELDS), sensors=sensors, bodies=bodies)
 
     def detach(self) -> State:
         return self.map(torch.Tensor.detach)

@@ -1,0 +1,462 @@
+"""6-DoF rigid bodies, two-way coupled to the MPM grid through their signed distance.
+
+Hu et al. 2018 (MLS-MPM, Sec. 4-5: rigid bodies as level sets acting on the grid, momentum
+exchanged with the grid nodes they touch). A :class:`RigidBody` is a shape of
+:mod:`engine.geometry` with a density; its state per scene is the pose of its shape frame
+(position, unit quaternion ``(w, x, y, z)``) and the twist of its centre of mass (linear
+velocity, angular velocity in the world frame).
+
+Exchange with the grid (stage ``grid_coupling``, after the colliders' and sensors' conditions).
+Every grid node i with mass m_i inside body r (signed distance d < 0, outward normal n_i, lever
+r_i = x_i - c from the centre of mass c) is in frictionless bilateral contact with it: after the
+exchange its normal velocity is the body's there, ``n_i . v_i' = G_i u'`` with
+``G_i = [n_i^T, (r_i x n_i)^T]`` and ``u = (v, w)``, and the impulse ``p_i n_i`` that the node
+loses goes to the body. With the body's mass matrix M = diag(m 1, I_world) the momentum balance
+``M u' = M (u + g dt) + sum_i p_i G_i^T``, ``p_i = m_i (n_i . v_i - G_i u')`` is one 6x6
+symmetric positive definite system per body,
+
+    (M + sum_i m_i G_i^T G_i) u' = M (u + g dt) + sum_i m_i G_i^T (n_i . v_i),
+
+solved exactly (3x3 blocks, Schur complement). This is an implicit, fully inelastic exchange: it
+includes the added mass of the liquid the body pushes, so it is stable for bodies lighter than
+the liquid around them (an explicit exchange, the body taking each node's impulse at its old
+velocity, is unstable when the touched liquid outweighs the body). The nodes then take
+``v_i' = v_i - n_i (n_i . v_i - G_i u')`` (``grid_v[c] -> grid_v[c + 1]``); linear and angular
+momentum of nodes plus body are conserved exactly without gravity. The body moves with u':
+``c' = c + v' dt``, ``q' = normalize(q + dt/2 [0, w'] (x) q)``.
+
+Impermeability (stage ``particle_coupling``): particles found inside a body at its new pose move
+to its surface, as for colliders (engine/coupling/colliders.py), so no particle stays inside a
+body deeper than the rounding of the projection.
+
+Mass properties come from the shape's signed distance sampled on a fine grid (smoothed
+occupancy ``clamp(1/2 - d/h, 0, 1)`` per cell), per unit density; the density is a
+differentiable parameter (``body_params``, (B, nb, 1)). Every kernel is differentiated by
+Taichi's reverse mode (accumulating adjoints).
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import taichi as ti
+import torch
+
+from engine import arrays, geometry, runtime
+from engine.colliders import BoundaryCondition, pack_colliders
+from engine.geometry.pose import quat_rotate
+from engine.geometry.sdf import SHAPE_DIM, sdf_world
+from engine.geometry.shapes import Shape, check_positive
+from engine.solvers.base import Stage, Substep
+from engine.solvers.mpm_kernels import pad4
+
+ndarray = ti.types.ndarray
+
+#: Body state fields, each a (slots, B, nb) array: shape-frame position, quaternion, linear
+#: velocity of the centre of mass, angular velocity (world frame).
+FIELDS = ("pos", "quat", "lin", "ang")
+
+
+@dataclass(frozen=True)
+class RigidBody:
+    """A free rigid body: shape, density and initial pose and twist.
+
+    Attributes:
+        shape: an :class:`engine.geometry.Shape` (closed: its signed distance is negative inside).
+        density: [kg/m^3].
+        pose: initial pose of the shape frame ``(x, y, z, qw, qx, qy, qz)``.
+        twist: initial linear [m/s] and angular [rad/s, world frame] velocity of the centre of mass.
+        name: label for errors and rendering.
+        color: RGB in [0, 1] for rendering.
+        resolution: samples per axis of the mass-property integration.
+    """
+
+    shape: Shape
+    density: float
+    pose: tuple[float, ...] = (0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0)
+    twist: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    name: str = "body"
+    color: tuple[float, float, float] = (0.9, 0.7, 0.1)
+    resolution: int = 64
+    boundary: BoundaryCondition = field(default_factory=lambda: BoundaryCondition(friction=0.0, mode="slip"))
+
+    def __post_init__(self):
+        if not isinstance(self.shape, Shape):
+            raise ValueError(f"RigidBody.shape must be a Shape, got {type(self.shape).__name__}")
+        object.__setattr__(self, "density", check_positive("RigidBody", "density", self.density))
+        object.__setattr__(self, "pose", geometry.normalize_pose(self.pose, "RigidBody.pose"))
+        twist = np.asarray(self.twist, dtype=np.float64)
+        if twist.shape != (6,) or not np.isfinite(twist).all():
+            raise ValueError(f"RigidBody.twist must be 6 finite numbers, got {self.twist!r}")
+        object.__setattr__(self, "twist", tuple(float(t) for t in twist))
+        if not (isinstance(self.resolution, int) and self.resolution >= 8):
+            raise ValueError(f"RigidBody.resolution must be an int >= 8, got {self.resolution!r}")
+
+    def mass_properties(self) -> tuple[float, np.ndarray, np.ndarray]:
+        """Per unit density: volume [m^3], centre of mass in the shape frame (3,) [m] and the
+        inertia tensor about it (3, 3) [m^5], from the signed distance on a grid over the
+        shape's bounds (found by growing a cube until its faces lie outside the shape)."""
+        half = _half_extent(self.shape)
+        n = self.resolution
+        h = 2.0 * half / n
+        axis = -half + h * (np.arange(n) + 0.5)
+        p = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
+        d, _ = self.shape.sdf(p)
+        w = np.clip(0.5 - d / h, 0.0, 1.0) * h**3
+        volume = float(w.sum())
+        if volume <= 0.0:
+            raise ValueError(f"RigidBody {self.name!r}: the shape encloses no volume")
+        com = (w[:, None] * p).sum(0) / volume
+        q = p - com
+        inertia = np.eye(3) * (w * (q * q).sum(1)).sum() - np.einsum("n,ni,nj->ij", w, q, q)
+        return volume, com, inertia
+
+
+def _half_extent(shape: Shape) -> float:
+    """Half the edge of a cube about the shape origin that contains the shape."""
+    half = 1e-3
+    t = np.linspace(-1.0, 1.0, 17)
+    face = np.stack(np.meshgrid(t, t, indexing="ij"), -1).reshape(-1, 2)
+    for _ in range(40):
+        pts = []
+        for ax in range(3):
+            for sign in (-1.0, 1.0):
+                p = np.insert(face * half, ax, sign * half, axis=1)
+                pts.append(p)
+        d, _ = shape.sdf(np.concatenate(pts))
+        if d.min() > 0.0:
+            return half * 1.05
+        half *= 1.5
+    raise ValueError(f"cannot bound shape {type(shape).__name__}: is it closed?")
+
+
+class RigidBuffers:
+    """Slotted body state (slots, B, nb): pos (vec3), quat (vec4), lin (vec3), ang (vec3)."""
+
+    def __init__(self, slots: int, batch: int, nb: int, needs_grad: bool):
+        real = runtime.real_dtype()
+        self.slots = slots
+        for name, dim in zip(FIELDS, (3, 4, 3, 3), strict=True):
+            setattr(self, name, ti.ndarray(ti.types.vector(dim, real), (slots, batch, nb), needs_grad=needs_grad))
+
+    def arrays(self):
+        return [getattr(self, f) for f in FIELDS]
+
+    def copy_slot_to(self, s: int, other: "RigidBuffers", t: int) -> None:
+        for a, b in zip(self.arrays(), other.arrays(), strict=True):
+            arrays.copy_slot(a, s, b, t)
+
+    def zero_grad_slot(self, s: int) -> None:
+        for a in self.arrays():
+            zero_slot(a.grad, s)
+
+    def copy_grad_slot(self, s: int, t: int) -> None:
+        for a in self.arrays():
+            arrays.copy_slot(a.grad, s, a.grad, t)
+
+
+@ti.kernel
+def zero_slot(arr: ndarray(), s: ti.i32):
+    for b, r in ti.ndrange(arr.shape[1], arr.shape[2]):
+        arr[s, b, r] = ti.zero(arr[s, b, r])
+
+
+@ti.func
+def _centre(pos, quat, com):
+    return pos + quat_rotate(quat, com)
+
+
+@ti.func
+def _touching(v, n, centre, p, lin, ang, gravity, dt):
+    """A node of velocity v at p (normal n) takes part in the exchange when it approaches the
+    body, whose velocity is predicted with gravity only (separating liquid is left free)."""
+    u = lin + gravity * dt + ang.cross(p - centre)
+    return (v - u).dot(n) < 0.0
+
+
+@ti.kernel
+def assemble(
+    grid_mom_mass: ndarray(), grid_v: ndarray(), c: ti.i32, kind: ti.template(), shape: ndarray(),
+    mesh_sdf: ndarray(), r: ti.i32, pos: ndarray(), quat: ndarray(), lin: ndarray(), ang: ndarray(), s_in: ti.i32,
+    com: ndarray(), gravity: ti.math.vec3, dt: float, dx: float, A_vv: ndarray(), A_vw: ndarray(), A_ww: ndarray(),
+    rhs_v: ndarray(), rhs_w: ndarray(),
+):  # fmt: skip
+    """Sum over the grid nodes inside body r of m G^T G (3x3 blocks) and m G^T (n . v)."""
+    for b, i, j in ti.ndrange(grid_v.shape[1], grid_v.shape[2], grid_v.shape[3]):
+        for k in range(grid_v.shape[4]):
+            m = grid_mom_mass[b, i, j, k][3]
+            if m > 0.0:
+                p = ti.Vector([i, j, k]) * dx
+                q = quat[s_in, b, r]
+                res = sdf_world(kind, shape[r], pos[s_in, b, r], q, p, mesh_sdf)
+                n = ti.Vector([res[1], res[2], res[3]])
+                centre = _centre(pos[s_in, b, r], q, com[r])
+                v = grid_v[c, b, i, j, k].xyz
+                if res[0] < 0.0 and _touching(v, n, centre, p, lin[s_in, b, r], ang[s_in, b, r], gravity, dt):
+                    lever = (p - centre).cross(n)
+                    vn = v.dot(n)
+                    A_vv[b, r] += m * n.outer_product(n)
+                    A_vw[b, r] += m * n.outer_product(lever)
+                    A_ww[b, r] += m * lever.outer_product(lever)
+                    rhs_v[b, r] += (m * vn) * n
+                    rhs_w[b, r] += (m * vn) * lever
+
+
+@ti.kernel
+def solve_and_move(
+    r: ti.i32, pos: ndarray(), quat: ndarray(), lin: ndarray(), ang: ndarray(), s_in: ti.i32, s_out: ti.i32,
+    com: ndarray(), unit_volume: ndarray(), unit_inertia: ndarray(), params: ndarray(), gravity: ti.math.vec3,
+    dt: float, A_vv: ndarray(), A_vw: ndarray(), A_ww: ndarray(), rhs_v: ndarray(), rhs_w: ndarray(),
+):  # fmt: skip
+    """The body's new twist from the 6x6 exchange system, then its new pose (see the module
+    docstring): state slot s_in -> s_out."""
+    for b in range(lin.shape[1]):
+        q = quat[s_in, b, r]
+        density = params[b, r][0]
+        m = density * unit_volume[r]
+        R = ti.Matrix.zero(float, 3, 3)
+        for a in ti.static(range(3)):
+            e = ti.Vector.zero(float, 3)
+            e[a] = 1.0
+            col = quat_rotate(q, e)
+            for row in ti.static(range(3)):
+                R[row, a] = col[row]
+        I_world = density * (R @ unit_inertia[r] @ R.transpose())
+        v0 = lin[s_in, b, r] + gravity * dt
+        w0 = ang[s_in, b, r]
+        P = m * ti.Matrix.identity(float, 3) + A_vv[b, r]
+        Q = A_vw[b, r]
+        S = I_world + A_ww[b, r]
+        r_v = m * v0 + rhs_v[b, r]
+        r_w = I_world @ w0 + rhs_w[b, r]
+        P_inv = P.inverse()
+        w1 = (S - Q.transpose() @ P_inv @ Q).inverse() @ (r_w - Q.transpose() @ (P_inv @ r_v))
+        v1 = P_inv @ (r_v - Q @ w1)
+        c1 = _centre(pos[s_in, b, r], q, com[r]) + v1 * dt
+        dq = 0.5 * dt * ti.Vector([
+            -w1[0] * q[1] - w1[1] * q[2] - w1[2] * q[3],
+            w1[0] * q[0] + w1[1] * q[3] - w1[2] * q[2],
+            -w1[0] * q[3] + w1[1] * q[0] + w1[2] * q[1],
+            w1[0] * q[2] - w1[1] * q[1] + w1[2] * q[0],
+        ])  # fmt: skip
+        q1 = q + dq
+        q1 = q1 / ti.sqrt(q1.dot(q1))
+        lin[s_out, b, r] = v1
+        ang[s_out, b, r] = w1
+        quat[s_out, b, r] = q1
+        pos[s_out, b, r] = c1 - quat_rotate(q1, com[r])
+
+
+@ti.kernel
+def exchange(
+    grid_mom_mass: ndarray(), grid_v: ndarray(), c: ti.i32, kind: ti.template(), shape: ndarray(),
+    mesh_sdf: ndarray(), r: ti.i32, pos: ndarray(), quat: ndarray(), lin: ndarray(), ang: ndarray(),
+    s_in: ti.i32, s_out: ti.i32, com: ndarray(), gravity: ti.math.vec3, dt: float, dx: float,
+):  # fmt: skip
+    """grid_v[c] -> grid_v[c + 1]: nodes inside body r (at its pose of slot s_in) take the body's
+    normal velocity u' (slot s_out) there; the others are copied."""
+    for b, i, j in ti.ndrange(grid_v.shape[1], grid_v.shape[2], grid_v.shape[3]):
+        for k in range(grid_v.shape[4]):
+            v = grid_v[c, b, i, j, k].xyz
+            out = v
+            if grid_mom_mass[b, i, j, k][3] > 0.0:
+                p = ti.Vector([i, j, k]) * dx
+                q = quat[s_in, b, r]
+                res = sdf_world(kind, shape[r], pos[s_in, b, r], q, p, mesh_sdf)
+                n = ti.Vector([res[1], res[2], res[3]])
+                centre = _centre(pos[s_in, b, r], q, com[r])
+                if res[0] < 0.0 and _touching(v, n, centre, p, lin[s_in, b, r], ang[s_in, b, r], gravity, dt):
+                    u_n = (lin[s_out, b, r] + ang[s_out, b, r].cross(p - centre)).dot(n)
+                    out = v - (v.dot(n) - u_n) * n
+            grid_v[c + 1, b, i, j, k] = pad4(out)
+
+
+@ti.kernel
+def project_out_body(
+    x_chain: ndarray(), c: ti.i32, kind: ti.template(), shape: ndarray(), mesh_sdf: ndarray(), r: ti.i32,
+    pos: ndarray(), quat: ndarray(), s_out: ti.i32,
+):  # fmt: skip
+    """x_chain[c] -> x_chain[c + 1]: particles inside body r (pose of slot s_out) move to its
+    nearest surface point x - d n."""
+    for b, p in ti.ndrange(x_chain.shape[1], x_chain.shape[2]):
+        xp = x_chain[c, b, p]
+        res = sdf_world(kind, shape[r], pos[s_out, b, r], quat[s_out, b, r], xp, mesh_sdf)
+        if res[0] < 0.0:
+            xp = xp - res[0] * ti.Vector([res[1], res[2], res[3]])
+        x_chain[c + 1, b, p] = xp
+
+
+class RigidSolver:
+    """The rigid bodies of a Model for B scenes, coupled to the MPM solver ``mpm``.
+
+    Args:
+        first_condition: index of the grid velocity set body 0 reads (``grid_v[first + r] ->
+            grid_v[first + r + 1]``).
+        first_projection: index of the position set body 0's projection reads.
+    """
+
+    name = "rigid"
+    #: Taichi's reverse mode accumulates into the body-state adjoints of a substep's input.
+    accumulates_adjoint = True
+
+    def __init__(self, model, batch_size: int, mpm, first_condition: int, first_projection: int):
+        real = runtime.real_dtype()
+        vec3, mat3 = ti.types.vector(3, real), ti.types.matrix(3, 3, real)
+        self.model, self.mpm = model, mpm
+        self.batch_size = B = batch_size
+        self.bodies = tuple(model.bodies)
+        self.n_bodies = nb = len(self.bodies)
+        self.first_condition, self.first_projection = first_condition, first_projection
+        self.dt, self.dx = model.config.dt, model.config.dx
+        self.gravity = ti.math.vec3(*model.config.gravity)
+        props = [body.mass_properties() for body in self.bodies]
+        self.unit_volume_np = np.array([p[0] for p in props])
+        self.com_np = np.array([p[1] for p in props]).reshape(nb, 3)
+        self.unit_inertia_np = np.array([p[2] for p in props]).reshape(nb, 3, 3)
+        self.unit_volume = arrays.upload(self.unit_volume_np, real)
+        self.com = arrays.upload(self.com_np, real, vec3)
+        self.unit_inertia = arrays.upload(self.unit_inertia_np, real, mat3)
+        packed = pack_colliders([_as_collider(body) for body in self.bodies])
+        self.kinds = tuple(int(k) for k in packed.kinds)
+        self.shape = arrays.upload(packed.params, real, ti.types.vector(SHAPE_DIM, real))
+        self.mesh_sdf = arrays.upload(np.asarray(packed.mesh_sdf, dtype=np.float64), real)
+        self.params = ti.ndarray(ti.types.vector(1, real), (B, nb), needs_grad=True)
+        self.blocks = [ti.ndarray(mat3, (B, nb), needs_grad=True) for _ in range(3)]
+        self.rhs = [ti.ndarray(vec3, (B, nb), needs_grad=True) for _ in range(2)]
+
+    # ------------------------------------------------------------------ driver contract
+    def stages(self) -> list[Stage]:
+        return [
+            Stage("grid_coupling", self.grid_exchange, self.grid_exchange_adjoint, self.zero_work_grads, replay=True),
+            Stage("particle_coupling", self.project_out, self.project_out_adjoint),
+        ]
+
+    def allocate(self, slots: int, needs_grad: bool) -> RigidBuffers:
+        return RigidBuffers(slots, self.batch_size, self.n_bodies, needs_grad)
+
+    def allocate_kept(self) -> None:
+        return None
+
+    def kept_bytes(self) -> int:
+        return 0
+
+    # ------------------------------------------------------------------ stages
+    def _work(self):
+        return (*self.blocks, *self.rhs)
+
+    def _assemble_args(self, sub: Substep, r: int) -> tuple:
+        grids, buf = self.mpm.grids_of(sub), sub.state[self.name]
+        return (
+            grids.mom_mass, grids.v, self.first_condition + r, self.kinds[r], self.shape, self.mesh_sdf, r,
+            buf.pos, buf.quat, buf.lin, buf.ang, sub.s_in, self.com, self.gravity, self.dt, self.dx, *self._work(),
+        )  # fmt: skip
+
+    def _solve_args(self, sub: Substep, r: int) -> tuple:
+        buf = sub.state[self.name]
+        return (
+            r, buf.pos, buf.quat, buf.lin, buf.ang, sub.s_in, sub.s_out, self.com, self.unit_volume,
+            self.unit_inertia, self.params, self.gravity, self.dt, *self._work(),
+        )  # fmt: skip
+
+    def _exchange_args(self, sub: Substep, r: int) -> tuple:
+        grids, buf = self.mpm.grids_of(sub), sub.state[self.name]
+        return (
+            grids.mom_mass, grids.v, self.first_condition + r, self.kinds[r], self.shape, self.mesh_sdf, r,
+            buf.pos, buf.quat, buf.lin, buf.ang, sub.s_in, sub.s_out, self.com, self.gravity, self.dt, self.dx,
+        )  # fmt: skip
+
+    def _project_args(self, sub: Substep, r: int) -> tuple:
+        buf = sub.state[self.name]
+        return (
+            self.mpm.x_chain, self.first_projection + r, self.kinds[r], self.shape, self.mesh_sdf, r, buf.pos,
+            buf.quat, sub.s_out,
+        )  # fmt: skip
+
+    def grid_exchange(self, sub: Substep) -> None:
+        for r in range(self.n_bodies):
+            for arr in self._work():
+                arrays.zero_array(arr)
+            assemble(*self._assemble_args(sub, r))
+            solve_and_move(*self._solve_args(sub, r))
+            exchange(*self._exchange_args(sub, r))
+
+    def zero_work_grads(self, sub: Substep) -> None:
+        """The work arrays' adjoints, and the grid momentum and mass adjoint this stage's
+        adjoint adds to (the MPM grid update's adjoint then adds its own)."""
+        for arr in self._work():
+            arrays.zero_array(arr.grad)
+        arrays.zero_array(self.mpm.grids_of(sub).mom_mass.grad)
+
+    def grid_exchange_adjoint(self, sub: Substep) -> None:
+        # The forward's work arrays hold the last body's system; each body's is rebuilt.
+        for r in reversed(range(self.n_bodies)):
+            for arr in self._work():
+                arrays.zero_array(arr)
+            assemble(*self._assemble_args(sub, r))
+            exchange.grad(*self._exchange_args(sub, r))
+            solve_and_move.grad(*self._solve_args(sub, r))
+            assemble.grad(*self._assemble_args(sub, r))
+            for arr in self._work():
+                arrays.zero_array(arr.grad)
+
+    def project_out(self, sub: Substep) -> None:
+        for r in range(self.n_bodies):
+            project_out_body(*self._project_args(sub, r))
+
+    def project_out_adjoint(self, sub: Substep) -> None:
+        for r in reversed(range(self.n_bodies)):
+            project_out_body.grad(*self._project_args(sub, r))
+
+    # ------------------------------------------------------------------ host side
+    def default_params(self) -> torch.Tensor:
+        """(B, nb, 1) body densities [kg/m^3]."""
+        dens = torch.tensor([[b.density] for b in self.bodies], dtype=runtime.torch_dtype())
+        return dens.expand(self.batch_size, self.n_bodies, 1).clone()
+
+    def load_params(self, params: torch.Tensor) -> None:
+        self.params.from_numpy(params.detach().cpu().numpy().astype(arrays.np_real()))
+
+    def zero_params_grad(self) -> None:
+        arrays.zero_array(self.params.grad)
+
+    def params_grad(self) -> torch.Tensor:
+        return torch.as_tensor(self.params.grad.to_numpy(), dtype=runtime.torch_dtype())
+
+    def initial(self) -> torch.Tensor:
+        """(B, nb, 13) initial body state: pose (7) then twist (6)."""
+        rows = [list(b.pose) + list(b.twist) for b in self.bodies]
+        return torch.tensor(rows, dtype=runtime.torch_dtype()).expand(self.batch_size, self.n_bodies, 13).clone()
+
+    def write(self, state: torch.Tensor, buf: RigidBuffers, slot: int, grad: bool = False) -> None:
+        """A (B, nb, 13) body state (or, with ``grad``, its adjoint, added) -> slot ``slot``."""
+        value = state.detach().cpu().numpy().astype(arrays.np_real())
+        for arr, lo, hi in zip(buf.arrays(), (0, 3, 7, 10), (3, 7, 10, 13), strict=True):
+            target = arr.grad if grad else arr
+            full = target.to_numpy()
+            full[slot] = value[..., lo:hi] + (full[slot] if grad else 0.0)
+            target.from_numpy(full)
+
+    def read(self, buf: RigidBuffers, slot: int, grad: bool = False) -> torch.Tensor:
+        """Slot ``slot`` of the body state (or its adjoint) as a (B, nb, 13) tensor."""
+        parts = [(arr.grad if grad else arr).to_numpy()[slot] for arr in buf.arrays()]
+        return torch.as_tensor(np.concatenate(parts, axis=-1), dtype=runtime.torch_dtype())
+
+    def status(self, buf: RigidBuffers, slot: int) -> np.ndarray:
+        """(B,) 0 ok, 1 non-finite body state."""
+        state = self.read(buf, slot).numpy()
+        return np.where(np.isfinite(state).all(axis=(1, 2)), 0, 1).astype(np.int32)
+
+
+def _as_collider(body: RigidBody):
+    """The body's shape packed as a collider (one packing for every SDF consumer)."""
+    from engine.colliders import Collider
+
+    return Collider(body.shape, pose=body.pose, boundary=body.boundary)
+
+
+def body_points_inside(body: RigidBody, pose: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Signed distance (N,) of world points to the body at ``pose`` (7,) (numpy)."""
+    local = geometry.quat_rotate_inverse_numpy(pose[3:], np.asarray(points) - pose[:3])
+    return body.shape.sdf(local)[0]
+
+
+__all__ = ["FIELDS", "RigidBody", "RigidSolver", "body_points_inside"]
