@@ -7,27 +7,32 @@ exchanged with the grid nodes they touch). A :class:`RigidBody` is a shape of
 velocity, angular velocity in the world frame).
 
 Exchange with the grid (stage ``grid_coupling``, after the colliders' and sensors' conditions).
-Every grid node i with mass m_i inside body r (signed distance d < 0, outward normal n_i, lever
-r_i = x_i - c from the centre of mass c) is in frictionless bilateral contact with it: after the
-exchange its normal velocity is the body's there, ``n_i . v_i' = G_i u'`` with
-``G_i = [n_i^T, (r_i x n_i)^T]`` and ``u = (v, w)``, and the impulse ``p_i n_i`` that the node
+Every grid node i with mass m_i inside body r (signed distance d < 0; lever r_i = x_i - c from
+the centre of mass c) moves with the body after the exchange, ``v_i' = G_i u'`` with
+``G_i = [1, -[r_i]x]`` and ``u = (v, w)``, and the momentum ``m_i (v_i - G_i u')`` that the node
 loses goes to the body. With the body's mass matrix M = diag(m 1, I_world) the momentum balance
-``M u' = M (u + g dt) + sum_i p_i G_i^T``, ``p_i = m_i (n_i . v_i - G_i u')`` is one 6x6
-symmetric positive definite system per body,
+is one 6x6 symmetric positive definite system per body,
 
-    (M + sum_i m_i G_i^T G_i) u' = M (u + g dt) + sum_i m_i G_i^T (n_i . v_i),
+    (M + sum_i m_i G_i^T G_i) u' = M (u + g dt) + sum_i m_i G_i^T v_i,
 
 solved exactly (3x3 blocks, Schur complement). This is an implicit, fully inelastic exchange: it
-includes the added mass of the liquid the body pushes, so it is stable for bodies lighter than
-the liquid around them (an explicit exchange, the body taking each node's impulse at its old
-velocity, is unstable when the touched liquid outweighs the body). The nodes then take
-``v_i' = v_i - n_i (n_i . v_i - G_i u')`` (``grid_v[c] -> grid_v[c + 1]``); linear and angular
-momentum of nodes plus body are conserved exactly without gravity. The body moves with u':
-``c' = c + v' dt``, ``q' = normalize(q + dt/2 [0, w'] (x) q)``.
+includes the added mass of the material the body pushes, so it is stable for bodies lighter
+than the liquid around them (an explicit exchange, the body taking each node's impulse at its
+old velocity, is unstable when the touched liquid outweighs the body). v_i is the node's
+velocity without this substep's gravity, and the node keeps its own gravity
+(``v_i' = G_i u' + g dt``): the mass that the B-spline stencils of particles outside the body
+put on nodes inside it is the liquid's, and its weight must load the liquid's pressure, not the
+body (exchanging it makes a floating body heavier by about the liquid in a quarter cell of its
+wetted surface). The exchange takes all three velocity components (no slip): inside a body
+the normal of the nearest surface point jumps at edges (a node under a box's bottom face but
+nearer a side face has a horizontal normal), so an exchange of normal components only lets the
+liquid under a floating body's edges push into it. Linear and angular momentum of nodes plus
+body are conserved exactly without gravity (``grid_v[c] -> grid_v[c + 1]``). The body then
+moves with u': ``c' = c + v' dt``, ``q' = normalize(q + dt/2 [0, w'] (x) q)``.
 
-Impermeability (stage ``particle_coupling``): particles found inside a body at its new pose move
-to its surface, as for colliders (engine/coupling/colliders.py), so no particle stays inside a
-body deeper than the rounding of the projection.
+Impermeability (stage ``particle_coupling``): particles found inside a body at its new pose are
+put back on its surface (:func:`project_out_body`), so no particle stays inside a body deeper
+than the rounding of the projection.
 
 Mass properties come from the shape's signed distance sampled on a fine grid (smoothed
 occupancy ``clamp(1/2 - d/h, 0, 1)`` per cell), per unit density; the density is a
@@ -35,16 +40,16 @@ differentiable parameter (``body_params``, (B, nb, 1)). Every kernel is differen
 Taichi's reverse mode (accumulating adjoints).
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import taichi as ti
 import torch
 
 from engine import arrays, geometry, runtime
-from engine.colliders import BoundaryCondition, pack_colliders
-from engine.geometry.pose import quat_rotate
-from engine.geometry.sdf import SHAPE_DIM, sdf_world
+from engine.colliders import pack_colliders
+from engine.geometry.pose import quat_rotate, quat_rotate_inverse
+from engine.geometry.sdf import SHAPE_DIM, sdf_local, sdf_world
 from engine.geometry.shapes import Shape, check_positive
 from engine.solvers.base import Stage, Substep
 from engine.solvers.mpm_kernels import pad4
@@ -77,7 +82,6 @@ class RigidBody:
     name: str = "body"
     color: tuple[float, float, float] = (0.9, 0.7, 0.1)
     resolution: int = 64
-    boundary: BoundaryCondition = field(default_factory=lambda: BoundaryCondition(friction=0.0, mode="slip"))
 
     def __post_init__(self):
         if not isinstance(self.shape, Shape):
@@ -166,21 +170,20 @@ def _centre(pos, quat, com):
 
 
 @ti.func
-def _touching(v, n, centre, p, lin, ang, gravity, dt):
-    """A node of velocity v at p (normal n) takes part in the exchange when it approaches the
-    body, whose velocity is predicted with gravity only (separating liquid is left free)."""
-    u = lin + gravity * dt + ang.cross(p - centre)
-    return (v - u).dot(n) < 0.0
+def _cross_matrix(r):
+    """[r]x: the matrix with [r]x w = r x w."""
+    return ti.Matrix([[0.0, -r[2], r[1]], [r[2], 0.0, -r[0]], [-r[1], r[0], 0.0]])
 
 
 @ti.kernel
 def assemble(
     grid_mom_mass: ndarray(), grid_v: ndarray(), c: ti.i32, kind: ti.template(), shape: ndarray(),
-    mesh_sdf: ndarray(), r: ti.i32, pos: ndarray(), quat: ndarray(), lin: ndarray(), ang: ndarray(), s_in: ti.i32,
-    com: ndarray(), gravity: ti.math.vec3, dt: float, dx: float, A_vv: ndarray(), A_vw: ndarray(), A_ww: ndarray(),
+    mesh_sdf: ndarray(), r: ti.i32, pos: ndarray(), quat: ndarray(), s_in: ti.i32, com: ndarray(),
+    gravity: ti.math.vec3, dt: float, dx: float, A_vv: ndarray(), A_vw: ndarray(), A_ww: ndarray(),
     rhs_v: ndarray(), rhs_w: ndarray(),
 ):  # fmt: skip
-    """Sum over the grid nodes inside body r of m G^T G (3x3 blocks) and m G^T (n . v)."""
+    """Sum over the grid nodes inside body r of m G^T G (3x3 blocks) and m G^T v (v without
+    this substep's gravity), G = [1, -[x - c]x]."""
     for b, i, j in ti.ndrange(grid_v.shape[1], grid_v.shape[2], grid_v.shape[3]):
         for k in range(grid_v.shape[4]):
             m = grid_mom_mass[b, i, j, k][3]
@@ -188,17 +191,14 @@ def assemble(
                 p = ti.Vector([i, j, k]) * dx
                 q = quat[s_in, b, r]
                 res = sdf_world(kind, shape[r], pos[s_in, b, r], q, p, mesh_sdf)
-                n = ti.Vector([res[1], res[2], res[3]])
-                centre = _centre(pos[s_in, b, r], q, com[r])
-                v = grid_v[c, b, i, j, k].xyz
-                if res[0] < 0.0 and _touching(v, n, centre, p, lin[s_in, b, r], ang[s_in, b, r], gravity, dt):
-                    lever = (p - centre).cross(n)
-                    vn = v.dot(n)
-                    A_vv[b, r] += m * n.outer_product(n)
-                    A_vw[b, r] += m * n.outer_product(lever)
-                    A_ww[b, r] += m * lever.outer_product(lever)
-                    rhs_v[b, r] += (m * vn) * n
-                    rhs_w[b, r] += (m * vn) * lever
+                if res[0] < 0.0:
+                    lever = p - _centre(pos[s_in, b, r], q, com[r])
+                    v = grid_v[c, b, i, j, k].xyz - gravity * dt
+                    A_vv[b, r] += m * ti.Matrix.identity(float, 3)
+                    A_vw[b, r] += -m * _cross_matrix(lever)
+                    A_ww[b, r] += m * (lever.dot(lever) * ti.Matrix.identity(float, 3) - lever.outer_product(lever))
+                    rhs_v[b, r] += m * v
+                    rhs_w[b, r] += m * lever.cross(v)
 
 
 @ti.kernel
@@ -253,35 +253,48 @@ def exchange(
     s_in: ti.i32, s_out: ti.i32, com: ndarray(), gravity: ti.math.vec3, dt: float, dx: float,
 ):  # fmt: skip
     """grid_v[c] -> grid_v[c + 1]: nodes inside body r (at its pose of slot s_in) take the body's
-    normal velocity u' (slot s_out) there; the others are copied."""
+    velocity u' (slot s_out) there, plus their own gravity; the others are copied."""
     for b, i, j in ti.ndrange(grid_v.shape[1], grid_v.shape[2], grid_v.shape[3]):
         for k in range(grid_v.shape[4]):
-            v = grid_v[c, b, i, j, k].xyz
-            out = v
+            out = grid_v[c, b, i, j, k].xyz
             if grid_mom_mass[b, i, j, k][3] > 0.0:
                 p = ti.Vector([i, j, k]) * dx
                 q = quat[s_in, b, r]
                 res = sdf_world(kind, shape[r], pos[s_in, b, r], q, p, mesh_sdf)
-                n = ti.Vector([res[1], res[2], res[3]])
-                centre = _centre(pos[s_in, b, r], q, com[r])
-                if res[0] < 0.0 and _touching(v, n, centre, p, lin[s_in, b, r], ang[s_in, b, r], gravity, dt):
-                    u_n = (lin[s_out, b, r] + ang[s_out, b, r].cross(p - centre)).dot(n)
-                    out = v - (v.dot(n) - u_n) * n
+                if res[0] < 0.0:
+                    centre = _centre(pos[s_in, b, r], q, com[r])
+                    out = lin[s_out, b, r] + ang[s_out, b, r].cross(p - centre) + gravity * dt
             grid_v[c + 1, b, i, j, k] = pad4(out)
 
 
 @ti.kernel
 def project_out_body(
-    x_chain: ndarray(), c: ti.i32, kind: ti.template(), shape: ndarray(), mesh_sdf: ndarray(), r: ti.i32,
-    pos: ndarray(), quat: ndarray(), s_out: ti.i32,
+    x: ndarray(), s_in: ti.i32, x_chain: ndarray(), c: ti.i32, kind: ti.template(), shape: ndarray(),
+    mesh_sdf: ndarray(), r: ti.i32, pos: ndarray(), quat: ndarray(), s_out: ti.i32,
 ):  # fmt: skip
-    """x_chain[c] -> x_chain[c + 1]: particles inside body r (pose of slot s_out) move to its
-    nearest surface point x - d n."""
+    """x_chain[c] -> x_chain[c + 1]: a particle that ends inside body r (pose of slot s_out) but
+    started the substep outside it (pose of slot s_in) is put back, in the body's frame, onto
+    the tangent plane of the surface point nearest its start (it keeps its tangential motion);
+    one that started inside, or is still inside after that (curved surfaces), moves to the
+    nearest surface point. Projecting to the nearest surface point alone would move liquid that
+    enters under a body's face near an edge out through the side face: liquid would leak from
+    under a floating body and it would sink."""
     for b, p in ti.ndrange(x_chain.shape[1], x_chain.shape[2]):
         xp = x_chain[c, b, p]
-        res = sdf_world(kind, shape[r], pos[s_out, b, r], quat[s_out, b, r], xp, mesh_sdf)
-        if res[0] < 0.0:
-            xp = xp - res[0] * ti.Vector([res[1], res[2], res[3]])
+        q1 = quat[s_out, b, r]
+        local1 = quat_rotate_inverse(q1, xp - pos[s_out, b, r])
+        d1 = sdf_local(kind, shape[r], local1, mesh_sdf)
+        if d1[0] < 0.0:
+            local0 = quat_rotate_inverse(quat[s_in, b, r], x[s_in, b, p] - pos[s_in, b, r])
+            d0 = sdf_local(kind, shape[r], local0, mesh_sdf)
+            target = local1 - d1[0] * ti.Vector([d1[1], d1[2], d1[3]])
+            if d0[0] >= 0.0:
+                n0 = ti.Vector([d0[1], d0[2], d0[3]])
+                plane = local0 - d0[0] * n0  # the surface point nearest the start
+                slid = local1 - ti.min((local1 - plane).dot(n0), 0.0) * n0
+                ds = sdf_local(kind, shape[r], slid, mesh_sdf)
+                target = ti.select(ds[0] >= 0.0, slid, slid - ds[0] * ti.Vector([ds[1], ds[2], ds[3]]))
+            xp = pos[s_out, b, r] + quat_rotate(q1, target)
         x_chain[c + 1, b, p] = xp
 
 
@@ -347,7 +360,7 @@ class RigidSolver:
         grids, buf = self.mpm.grids_of(sub), sub.state[self.name]
         return (
             grids.mom_mass, grids.v, self.first_condition + r, self.kinds[r], self.shape, self.mesh_sdf, r,
-            buf.pos, buf.quat, buf.lin, buf.ang, sub.s_in, self.com, self.gravity, self.dt, self.dx, *self._work(),
+            buf.pos, buf.quat, sub.s_in, self.com, self.gravity, self.dt, self.dx, *self._work(),
         )  # fmt: skip
 
     def _solve_args(self, sub: Substep, r: int) -> tuple:
@@ -365,10 +378,10 @@ class RigidSolver:
         )  # fmt: skip
 
     def _project_args(self, sub: Substep, r: int) -> tuple:
-        buf = sub.state[self.name]
+        buf, particles = sub.state[self.name], sub.state[self.mpm.name]
         return (
-            self.mpm.x_chain, self.first_projection + r, self.kinds[r], self.shape, self.mesh_sdf, r, buf.pos,
-            buf.quat, sub.s_out,
+            particles.x, sub.s_in, self.mpm.x_chain, self.first_projection + r, self.kinds[r], self.shape,
+            self.mesh_sdf, r, buf.pos, buf.quat, sub.s_out,
         )  # fmt: skip
 
     def grid_exchange(self, sub: Substep) -> None:
@@ -450,7 +463,7 @@ def _as_collider(body: RigidBody):
     """The body's shape packed as a collider (one packing for every SDF consumer)."""
     from engine.colliders import Collider
 
-    return Collider(body.shape, pose=body.pose, boundary=body.boundary)
+    return Collider(body.shape, pose=body.pose)
 
 
 def body_points_inside(body: RigidBody, pose: np.ndarray, points: np.ndarray) -> np.ndarray:
