@@ -1003,6 +1003,7 @@ class Renderer:
         colliders: Sequence[Any] = (),
         collider_colors: Sequence[Sequence[float]] | None = None,
         meshes: Sequence[Any] = (),
+        bodies: Sequence[Any] = (),
     ) -> np.ndarray:
         """Render one frame.
 
@@ -1016,6 +1017,8 @@ class Renderer:
                 ``(vertices, triangles, color RGB)``, world frame (e.g. :func:`sensor_meshes`);
                 drawn opaque with the silicone look (default color :data:`SILICONE`), smooth
                 normals within creases of 40 degrees, both sides, casting and receiving shadows.
+            bodies: sequence of ``(RigidBody, pose (7,))`` (engine/solvers/rigid.py), drawn
+                opaque in the body's colour.
 
         Returns:
             ``(height, width, 3)`` uint8 image.
@@ -1043,6 +1046,13 @@ class Renderer:
             raise ValueError(f"colors must lie in [0, 1], got range [{colors.min():g}, {colors.max():g}]")
         items = self._check_colliders(colliders)
         styles = self._collider_styles(items, collider_colors)
+
+        for n, (body, pose) in enumerate(bodies):
+            items += self._check_colliders([(Collider(body.shape), pose)])
+            color = np.asarray(body.color, dtype=np.float64)
+            if color.shape != (3,) or color.min() < 0 or color.max() > 1:
+                raise ValueError(f"bodies[{n}].color must be RGB in [0, 1], got {body.color!r}")
+            styles.append((*(float(c) for c in color), 1.0))
         mesh = _check_meshes(meshes)
         if self.particle_radius is None and N:
             self.particle_radius = self._estimate_radius(x)

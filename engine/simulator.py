@@ -155,7 +155,9 @@ class Simulator:
             self.parts += [self.fem, SensorContact(model, self.colliders, self.fem, self.mpm)]
         self.rigid: RigidSolver | None = None
         if nr:
-            self.rigid = RigidSolver(model, B, self.mpm, first_condition=K + n_sensor_sets, first_projection=K)
+            self.rigid = RigidSolver(
+                model, B, self.mpm, self.colliders, first_condition=K + n_sensor_sets, first_projection=K
+            )
             self.parts.append(self.rigid)
         if nb:
             self.parts.append(ShapeMatchingSolver(model, B, self.mpm))

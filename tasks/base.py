@@ -17,9 +17,10 @@ Conventions
 
 :class:`ParticleTask` implements everything for MLS-MPM scenes; a task file (``tasks/pouring.py``
 and friends) subclasses it with ``default_config`` plus ``build_scene``, ``state_loss`` and
-``scripted_action``. The gas task (``tasks/circulation.py``) implements :class:`Task` directly
-on the grid fluid solver.
-"""
+``scripted_action``. A task whose scene has free rigid bodies (engine/solvers/rigid.py) receives
+their state as the keyword argument ``bodies`` of ``state_loss``, ``state_success``,
+``observe_state`` ((B, nb, 13): pose then twist) and ``trajectory_loss`` ((T, B, nb, 13)). The gas
+task (``tasks/circulation.py``) implements :class:`Task` directly on the grid fluid solver."""
 
 from __future__ import annotations
 
@@ -284,13 +285,13 @@ class ParticleTask(Task):
     def state_loss(self, x: torch.Tensor, v: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
         """(B,) differentiable loss of a state: x, v (B, N, 3), collider poses (B, K, 7)."""
 
-    def trajectory_loss(self, xs: torch.Tensor, vs: torch.Tensor, poses: torch.Tensor) -> torch.Tensor:
+    def trajectory_loss(self, xs: torch.Tensor, vs: torch.Tensor, poses: torch.Tensor, **bodies) -> torch.Tensor:
         """(B,) loss of a whole rollout: xs, vs (T, B, N, 3) after each step, poses (B, K, 7) final.
 
         Default: the state loss of the final state, so ``differentiable_rollout`` of a full
         episode equals the loss the env reports at its last step.
         """
-        return self.state_loss(xs[-1], vs[-1], poses)
+        return self.state_loss(xs[-1], vs[-1], poses, **{k: v[-1] for k, v in bodies.items()})
 
     # ------------------------------------------------------------------ observation
     def _observation_indices(self) -> np.ndarray:
@@ -382,6 +383,8 @@ class ParticleTask(Task):
         initial.collider_pose[rows, self.config.tool, :2] += jitter
         for name in ("x", "v", "C", "F", "J", "collider_pose"):
             getattr(self._start, name)[rows] = getattr(initial, name)[rows]
+        if initial.bodies is not None:
+            self._start.bodies[rows] = initial.bodies[rows]
         self._tool_vel[rows] = 0.0
         sim.reset(initial, entries=rows.tolist())
 
@@ -393,30 +396,34 @@ class ParticleTask(Task):
         status = sim.step(control, raise_on_divergence=False)
         return status != 0
 
+    def _bodies(self, bodies: torch.Tensor | None) -> dict:
+        """The ``bodies`` keyword for the loss and observation hooks (none without rigid bodies)."""
+        return {} if bodies is None else {"bodies": bodies}
+
     def _current(self):
         sim = self._require_sim()
         state = sim.get_state()
-        return state.x, state.v, state.collider_pose
+        return state.x, state.v, state.collider_pose, self._bodies(state.bodies)
 
     def observe(self) -> np.ndarray:
-        x, v, pose = self._current()
-        obs = self.observe_state(x, v, pose, self._tool_vel).detach().cpu().numpy().astype(np.float32)
+        x, v, pose, bodies = self._current()
+        obs = self.observe_state(x, v, pose, self._tool_vel, **bodies).detach().cpu().numpy().astype(np.float32)
         low, high = self.observation_limits()
         return np.clip(obs, low, high)
 
     def loss(self) -> np.ndarray:
-        x, v, pose = self._current()
+        x, v, pose, bodies = self._current()
         with torch.no_grad():
-            return self.state_loss(x, v, pose).cpu().numpy().astype(np.float64)
+            return self.state_loss(x, v, pose, **bodies).cpu().numpy().astype(np.float64)
 
     def state_success(self, x: torch.Tensor, v: torch.Tensor, pose: torch.Tensor) -> torch.Tensor | None:
         """(B,) bool success of a state, or None to use ``loss <= success_loss``."""
         return None
 
     def success(self, loss: np.ndarray) -> np.ndarray:
-        x, v, pose = self._current()
+        x, v, pose, bodies = self._current()
         with torch.no_grad():
-            ok = self.state_success(x, v, pose)
+            ok = self.state_success(x, v, pose, **bodies)
         return super().success(loss) if ok is None else ok.cpu().numpy().astype(bool)
 
     def tool_pose(self, index: int = 0) -> np.ndarray:
@@ -450,7 +457,8 @@ class ParticleTask(Task):
         control = torch.stack(controls)
         out = sim.rollout(start, control, params=params, record="all")
         final_pose = out.final.collider_pose
-        return self.trajectory_loss(out.x, out.v, final_pose).mean()
+        bodies = self._bodies(out.bodies if self.model.n_rigid else None)
+        return self.trajectory_loss(out.x, out.v, final_pose, **bodies).mean()
 
     # ------------------------------------------------------------------ rendering
     def render(self, index: int = 0, size: int | None = None) -> np.ndarray:
@@ -474,7 +482,12 @@ class ParticleTask(Task):
             self._colors = particle_colors(self.model)
         x = sim.positions()[index]
         pose = sim.collider_poses()[index].cpu().numpy()
-        return self._renderer.render(x, self._colors, list(zip(self.model.colliders, pose, strict=True)))
+        colliders = list(zip(self.model.colliders, pose, strict=True))
+        bodies = []
+        if self.model.n_rigid:
+            body_pose = sim.get_state().bodies[index, :, :7].cpu().numpy()
+            bodies = list(zip(self.model.bodies, body_pose, strict=True))
+        return self._renderer.render(x, self._colors, colliders, bodies=bodies)
 
     def close(self) -> None:
         self.sim = None

@@ -7,10 +7,10 @@ paddle and must bring all of them into a target region, mostly through the water
 Scene (both variants): a round tank (an open-top :class:`engine.geometry.Cup` standing on the
 floor, slip walls) filled with water (a weakly compressible fluid, bulk modulus 1e5 Pa so that a
 1.25 ms substep is stable at dx = 2.5 cm), and ``len(body_starts)`` rigid spheres of density 500
-kg/m^3 floating half-submerged. Each duck is one shape-matched rigid body (one
-``add_particles(..., rigid)`` call) two-way coupled to the water through the MPM grid (Hu et al.
-2018), so it floats by the water's pressure. The tool (collider 0) is a vertical paddle (a thin
-:class:`engine.geometry.Box`) piercing the surface.
+kg/m^3 floating half-submerged. Each duck is a free 6-DoF rigid body
+(:class:`engine.solvers.rigid.RigidBody`) two-way coupled to the water through the MPM grid (Hu et
+al. 2018), so it floats by the water's pressure and no water enters it. The tool (collider 0) is a
+vertical paddle (a thin :class:`engine.geometry.Box`) piercing the surface.
 
 * :class:`GatheringEasy`: a plain round tank; actions (vx, vy) of the paddle [m/s]; target: the
   half of the tank beyond ``x >= target_x``.
@@ -19,8 +19,8 @@ kg/m^3 floating half-submerged. Each duck is one shape-matched rigid body (one
   on the -x side and must be brought around the obstacle into the sector ``|theta - target_angle|
   <= target_half_angle`` on the other side (theta = polar angle about the tank axis).
 
-Loss (differentiable, both variants): with c_k the centroid of duck k (mean of its particles via
-``model.body_id``) and d_k >= 0 its distance [m] outside the target region (Easy: ``relu(target_x
+Loss (differentiable, both variants): with c_k the centre of duck k (its rigid-body position) and
+d_k >= 0 its distance [m] outside the target region (Easy: ``relu(target_x
 - c_x)``; O: the arc length ``r_mid * relu(|wrap(theta_k - target_angle)| - target_half_angle)``
 along the channel's mid-radius, so it follows the channel around the obstacle),
 ``loss = mean_k d_k^2 / mean_k d_k(0)^2`` - exactly 1 at the model's initial state and 0 when
@@ -54,22 +54,22 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
-from scipy.spatial import cKDTree
 
 from engine import sampling
 from engine.colliders import BoundaryCondition, Collider
 from engine.config import SimConfig
-from engine.geometry import Box, Cup, Cylinder
-from engine.materials import RIGID_BODY, WATER, Material
+from engine.geometry import Box, Cup, Cylinder, Shape, Sphere
+from engine.materials import WATER
 from engine.scene import SceneBuilder
+from engine.solvers.rigid import RigidBody
 from tasks.base import ParticleTask, TaskConfig
 
 #: Tank water: the water preset with a bulk modulus of 1e5 Pa (sound speed 10 m/s), so that a
 #: 1.25 ms substep is stable at dx = 2.5 cm (c dt / dx = 0.5); hydrostatic compression under 8 cm
 #: of water stays below 1 %.
 TANK_WATER = replace(WATER, name="tank_water", E=1e5)
-#: Floating objects: rigid, half the density of water, yellow.
-DUCK = replace(RIGID_BODY, name="duck", density=500.0, color=(1.0, 0.8, 0.1))
+#: Colour of the floating ducks (yellow).
+DUCK_COLOR = (1.0, 0.8, 0.1)
 
 
 @dataclass(frozen=True)
@@ -115,17 +115,15 @@ class FloatingBodiesTask(ParticleTask):
 
     Collider order: 0 the tool, 1 the tank, then :meth:`extra_colliders`. Subclass hooks:
     ``default_config``, :meth:`region_distance` (how far each body is outside the target),
-    ``scripted_action``; optional :meth:`extra_colliders`, :meth:`body_points`,
+    ``scripted_action``; optional :meth:`extra_colliders`, :meth:`body_shape`, :meth:`body_color`,
     :meth:`excluded_from_water`.
     """
 
     def __init__(self, config: FloatingConfig):
         super().__init__(config)
-        ids = self.model.body_id
-        self._bodies = [torch.as_tensor(np.flatnonzero(ids == k)) for k in range(self.model.n_bodies)]
         with torch.no_grad():
-            x0 = torch.as_tensor(self.model.x0, dtype=torch.float64)[None]
-            d0 = self.region_distance(self.centroids(x0))
+            c0 = torch.tensor([body.pose[:3] for body in self.model.bodies], dtype=torch.float64)[None]
+            d0 = self.region_distance(c0)
         self._d0_sq = float((d0**2).mean())
         if not self._d0_sq > 0:
             raise ValueError(f"{self.name}: every body starts inside the target region; the loss would be 0/0")
@@ -172,13 +170,12 @@ class FloatingBodiesTask(ParticleTask):
         """(n,) bool: water sample points to drop because a static collider occupies them."""
         return np.zeros(len(points), dtype=bool)
 
-    def body_material(self) -> Material:
-        """Material of the floating bodies: :data:`DUCK` at the configured density."""
-        return replace(DUCK, density=self.config.body_density)
+    def body_shape(self) -> Shape:
+        """Shape of every floating body, centred on its origin: a sphere of radius ``body_size``."""
+        return Sphere(self.config.body_size)
 
-    def body_points(self, centre: np.ndarray, spacing: float) -> np.ndarray:
-        """Particles of one floating body centred at ``centre`` (3,): a sphere of radius ``body_size``."""
-        return sampling.sphere(centre, self.config.body_size, spacing)
+    def body_color(self) -> tuple[float, float, float]:
+        return DUCK_COLOR
 
     @abc.abstractmethod
     def region_distance(self, c: torch.Tensor) -> torch.Tensor:
@@ -191,19 +188,22 @@ class FloatingBodiesTask(ParticleTask):
         spacing = 0.5 * dx
         cx, cy = self.centre
         builder = SceneBuilder(cfg.sim)
-        bodies = []
-        for bx, by in cfg.body_starts:
-            bodies.append(self.body_points(np.array([bx, by, self.surface()]), spacing))
+        shape = self.body_shape()
+        bodies = [
+            RigidBody(shape, cfg.body_density, pose=(bx, by, self.surface(), 1.0, 0.0, 0.0, 0.0), name=f"body{k}",
+                      color=self.body_color())
+            for k, (bx, by) in enumerate(cfg.body_starts)
+        ]  # fmt: skip
         water = sampling.cylinder(
             (cx, cy, self.bottom() + 0.5 * spacing), self.inner_radius() - 0.75 * spacing, cfg.water_depth, spacing
         )
-        # water displaced by the bodies: samples closer than 0.75 spacing to a body particle
-        gap, _ = cKDTree(np.concatenate(bodies)).query(water, distance_upper_bound=0.75 * spacing)
-        drop = self.excluded_from_water(water) | np.isfinite(gap)
+        # water displaced by the bodies: samples inside a body or within half a spacing of it
+        drop = self.excluded_from_water(water)
+        for body in bodies:
+            drop |= shape.sdf(water - np.asarray(body.pose[:3]))[0] < 0.5 * spacing
         builder.add_particles(water[~drop], TANK_WATER, spacing)
-        material = self.body_material()
-        for b in bodies:
-            builder.add_particles(b, material, spacing)
+        for body in bodies:
+            builder.add_rigid_body(body)
         paddle = Collider(
             Box(cfg.tool_size), pose=self.tool_pose0(), boundary=BoundaryCondition(friction=0.0, mode="separate")
         )
@@ -219,42 +219,38 @@ class FloatingBodiesTask(ParticleTask):
         return builder.build()
 
     # ------------------------------------------------------------------ loss and observation
-    def centroids(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, nb, 3) centroid of each rigid body (mean of its particles) for positions x (B, N, 3) [m]."""
-        return torch.stack([x[:, idx].mean(dim=1) for idx in self._bodies], dim=1)
-
-    def state_loss(self, x: torch.Tensor, v: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
-        d = self.region_distance(self.centroids(x))
+    def state_loss(self, x: torch.Tensor, v: torch.Tensor, pose: torch.Tensor, bodies: torch.Tensor) -> torch.Tensor:
+        d = self.region_distance(bodies[..., :3])
         return (d**2).mean(dim=-1) / self._d0_sq
 
-    def state_success(self, x, v, pose):
-        return (self.region_distance(self.centroids(x)) <= 0.0).all(dim=-1)
+    def state_success(self, x, v, pose, bodies):
+        return (self.region_distance(bodies[..., :3]) <= 0.0).all(dim=-1)
 
     @property
     def observation_dim(self) -> int:
-        return super().observation_dim + 6 * self.model.n_bodies
+        return super().observation_dim + 6 * self.model.n_rigid
 
     def observation_limits(self) -> tuple[np.ndarray, np.ndarray]:
         """The default limits plus body centroids within half a domain of the centre and body
         velocities within the blow-up speed."""
         low, high = super().observation_limits()
-        nb, cfg = self.model.n_bodies, self.config
+        nb, cfg = self.model.n_rigid, self.config
         extra = np.concatenate([np.full(3 * nb, 0.5 * cfg.sim.domain_size), np.full(3 * nb, cfg.sim.speed_limit)])
         return np.concatenate([low, -extra]).astype(np.float32), np.concatenate([high, extra]).astype(np.float32)
 
-    def observe_state(self, x, v, pose, tool_vel):
-        """The default particle/tool observation plus each body's centroid (centred on the domain)
-        and mean velocity."""
+    def observe_state(self, x, v, pose, tool_vel, bodies):
+        """The default particle/tool observation plus each body's centre (centred on the domain)
+        and velocity."""
         B = x.shape[0]
-        c = self.centroids(x) - 0.5 * self.config.sim.domain_size
-        u = self.centroids(v)
+        c = bodies[..., :3] - 0.5 * self.config.sim.domain_size
+        u = bodies[..., 7:10]
         return torch.cat([super().observe_state(x, v, pose, tool_vel), c.reshape(B, -1), u.reshape(B, -1)], dim=-1)
 
     # ------------------------------------------------------------------ scripted-policy helpers
     def body_centroids(self, index: int = 0) -> np.ndarray:
-        """(nb, 3) current body centroids of scene ``index`` [m] (for scripted policies)."""
-        x = self._require_sim().positions()[index : index + 1]
-        return self.centroids(x)[0].cpu().numpy().astype(np.float64)
+        """(nb, 3) current body centres of scene ``index`` [m] (for scripted policies)."""
+        bodies = self._require_sim().get_state().bodies
+        return bodies[index, :, :3].cpu().numpy().astype(np.float64)
 
     def velocity_toward(self, goal_xy: np.ndarray, index: int = 0, gain: float = 4.0) -> np.ndarray:
         """(2,) (vx, vy) action in [-1, 1] (the first two action DOFs of every floating task) moving

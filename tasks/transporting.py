@@ -17,10 +17,11 @@ volume over the tank's cross-section, ~3 cm at the cpu preset (a limitation of t
 a real jet adds momentum without the slosh-back of a closed tank).
 
 Scene: the round water tank of :mod:`tasks.gathering` (:class:`tasks.gathering.FloatingBodiesTask`)
-with one rigid 6 cm cube of density 500 kg/m^3 floating half-submerged. Actions (2): the plate's
+with one free rigid 6 cm cube (:class:`engine.solvers.rigid.RigidBody`) of density 500 kg/m^3
+floating half-submerged. Actions (2): the plate's
 velocity along x and y [m/s] (y steers the current).
 
-Loss (differentiable): squared distance of the cube's centroid (mean of its particles) outside a
+Loss (differentiable): squared distance of the cube's centre (its rigid-body position) outside a
 disc of radius ``target_radius`` around ``target_xy`` in the horizontal plane, divided by its value
 at the start (1 at the start, 0 inside the target). Success: the centroid within the target disc.
 
@@ -33,13 +34,12 @@ m/s, then hold): the cube reaches the target disc at step ~30, slides back out w
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from engine import sampling
-from engine.materials import RIGID_BODY, Material
+from engine.geometry import Box, Shape
 from tasks.gathering import AXIS, FloatingBodiesTask, FloatingConfig, cpu_sim, scale_preset
 
 
@@ -87,14 +87,13 @@ class Transporting(FloatingBodiesTask):
         )
         return scale_preset(config, preset, lengths=("target_xy", "target_radius"))
 
-    def body_material(self) -> Material:
-        """The floating cube: rigid, orange, at the configured density."""
-        return replace(RIGID_BODY, name="cube", density=self.config.body_density, color=(1.0, 0.5, 0.1))
-
-    def body_points(self, centre: np.ndarray, spacing: float) -> np.ndarray:
-        """A cube of edge ``2 body_size`` centred at ``centre``."""
+    def body_shape(self) -> Shape:
+        """A cube of edge ``2 body_size``."""
         h = self.config.body_size
-        return sampling.box(centre - h + 0.5 * spacing, centre + h, spacing)
+        return Box((h, h, h))
+
+    def body_color(self) -> tuple[float, float, float]:
+        return (1.0, 0.5, 0.1)
 
     def region_distance(self, c: torch.Tensor) -> torch.Tensor:
         cfg: TransportingConfig = self.config

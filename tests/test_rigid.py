@@ -123,3 +123,31 @@ def test_density_matters_and_bodies_validate(runtime):
     sim = _scene(body_z=0.40)
     with pytest.raises(ValueError, match="body_params"):
         sim.rollout(sim.initial_state(), torch.zeros(1, 1, 0, 6), body_params=torch.zeros(1, 1, 1))
+
+
+def test_a_table_carries_a_body_and_a_tool_pushes_it(runtime):
+    """A cube dropped on a static box (a table) comes to rest on it, the domain walls keep it in,
+    and a box tool moving sideways pushes it along (frictionless contact)."""
+    from engine import colliders, geometry, sampling
+    from engine.config import SimConfig
+    from engine.materials import WATER
+    from engine.scene import SceneBuilder
+    from engine.simulator import Simulator
+    from engine.solvers.rigid import RigidBody
+
+    builder = SceneBuilder(SimConfig(grid_res=16, dt=1e-3, substeps=10))
+    builder.add_particles(sampling.box((0.2, 0.2, 0.2), (0.25, 0.25, 0.25), SPACING), WATER, SPACING)  # far away
+    builder.add_collider(colliders.Collider(geometry.Box((0.3, 0.3, 0.05)), pose=(0.5, 0.5, 0.3, 1, 0, 0, 0)))
+    builder.add_collider(colliders.Collider(geometry.Box((0.02, 0.1, 0.05)), pose=(0.35, 0.6, 0.42, 1, 0, 0, 0)))
+    builder.add_rigid_body(RigidBody(geometry.Box((0.05, 0.05, 0.05)), density=500.0, pose=(0.45, 0.6, 0.45)
+                                     + (1, 0, 0, 0)))  # fmt: skip
+    sim = Simulator(builder.build())
+    control = torch.zeros(40, 1, 2, 6, dtype=torch.float64)
+    control[20:, 0, 1, 0] = 0.5  # the tool moves +x after the cube has landed
+    out = sim.rollout(sim.initial_state(), control, record="all")
+    z = out.bodies[:, 0, 0, 2]
+    rest = 0.35 + 0.05  # table top + half edge
+    assert abs(float(z[19]) - rest) < 0.01, f"resting height {float(z[19]):.4f}, expected {rest}"
+    assert float(out.bodies[19, 0, 0, 0]) == pytest.approx(0.45, abs=1e-3), "it slid before being pushed"
+    assert float(out.bodies[-1, 0, 0, 0]) > 0.45 + 0.05, "the tool did not push it"
+    assert (z[20:] > rest - 0.01).all(), "it sank into the table while pushed"

@@ -139,7 +139,9 @@ def test_mixing_scripted_stirring_makes_progress(registry):
 @pytest.mark.slow
 def test_gathering_easy_rollout_gradient_matches_finite_differences(registry):
     """Reverse mode vs central differences (f64, T = 3 steps of 4 substeps, 2 ducks in a 5 cm
-    deep pond). The rollout is smooth in actions and density away from contact-mode switches,
+    deep pond), for the actions and the water's density (the ducks' density is a rigid-body
+    parameter, checked in tests/test_rigid.py). The rollout is smooth in both away from
+    contact-mode switches,
     so central differences with eps = 1e-4 have truncation error O(eps^2 L''') ~ 1e-8 relative
     and rounding error ~ 1e-16 / eps ~ 1e-12 absolute; rtol 1e-5 leaves ample room (measured
     agreement ~1e-9 for actions, ~1e-8 for density)."""
@@ -157,7 +159,7 @@ def test_gathering_easy_rollout_gradient_matches_finite_differences(registry):
     a0 = torch.rand(T, 2, generator=gen, dtype=torch.float64) * 1.6 - 0.8
     direction = torch.randn(T, 2, generator=gen, dtype=torch.float64)
     params = env.unwrapped.task.sim.default_params()[0].clone()
-    duck = [m.name for m in env.unwrapped.task.model.materials].index("duck")
+    water = [m.name for m in env.unwrapped.task.model.materials].index("tank_water")
 
     actions = a0.clone().requires_grad_(True)
     table = params.clone().requires_grad_(True)
@@ -168,12 +170,12 @@ def test_gathering_easy_rollout_gradient_matches_finite_differences(registry):
         assert ad != 0.0
         assert abs(ad - fd) <= rtol * abs(fd), f"actions: ad={ad!r} fd={fd!r}"
 
-        rho = float(params[duck, P_DENSITY])
+        rho = float(params[water, P_DENSITY])
         plus, minus = params.clone(), params.clone()
-        plus[duck, P_DENSITY] = rho * (1 + eps)
-        minus[duck, P_DENSITY] = rho * (1 - eps)
+        plus[water, P_DENSITY] = rho * (1 + eps)
+        minus[water, P_DENSITY] = rho * (1 - eps)
         fd = float(rollout(a0, plus) - rollout(a0, minus)) / (2 * eps * rho)
-        ad = float(table.grad[duck, P_DENSITY])
+        ad = float(table.grad[water, P_DENSITY])
         assert ad != 0.0
         assert abs(ad - fd) <= rtol * abs(fd), f"density: ad={ad!r} fd={fd!r}"
     env.close()

@@ -30,6 +30,15 @@ liquid under a floating body's edges push into it. Linear and angular momentum o
 body are conserved exactly without gravity (``grid_v[c] -> grid_v[c + 1]``). The body then
 moves with u': ``c' = c + v' dt``, ``q' = normalize(q + dt/2 [0, w'] (x) q)``.
 
+Contact with kinematic colliders and the domain walls (same stage, same system). Points sampled
+on the body's surface that lie inside a collider (or beyond a wall) at the substep's start add
+a stiff soft constraint to the system: with the collider's outward normal n, lever r and the
+collider's velocity v_c there, ``W (G^T G) u' = W G^T (n . v_c + beta d_pen / dt)`` is added,
+``W = CONTACT_WEIGHT`` body masses per penetrating point, so the body's normal velocity there
+becomes (nearly) the collider's plus a push-out ``beta d_pen / dt`` (Baumgarte's stabilization,
+beta = ``CONTACT_BIAS``): frictionless, unilateral through the penetration test. A tool pushes a
+floating body, a tank wall stops it, the floor carries it.
+
 Impermeability (stage ``particle_coupling``): particles found inside a body at its new pose are
 put back on its surface (:func:`project_out_body`), so no particle stays inside a body deeper
 than the rounding of the projection.
@@ -133,6 +142,24 @@ def _half_extent(shape: Shape) -> float:
     raise ValueError(f"cannot bound shape {type(shape).__name__}: is it closed?")
 
 
+#: Penetrating surface points of a body weigh this many body masses in its exchange system.
+CONTACT_WEIGHT = 10.0
+#: Fraction of a penetration depth removed per substep (Baumgarte's beta).
+CONTACT_BIAS = 0.2
+
+
+def surface_samples(shape: Shape, per_axis: int = 14) -> np.ndarray:
+    """(n, 3) points on a shape's surface (its frame): the nodes of a ``per_axis``^3 grid over
+    its bounds that lie within one spacing of the surface, moved onto it along the normal."""
+    half = _half_extent(shape)
+    axis = np.linspace(-half, half, per_axis)
+    p = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
+    d, n = shape.sdf(p)
+    near = np.abs(d) < axis[1] - axis[0]
+    points = p[near] - d[near, None] * n[near]
+    return points[np.abs(shape.sdf(points)[0]) < 1e-6 * half]
+
+
 class RigidBuffers:
     """Slotted body state (slots, B, nb): pos (vec3), quat (vec4), lin (vec3), ang (vec3)."""
 
@@ -199,6 +226,59 @@ def assemble(
                     A_ww[b, r] += m * (lever.dot(lever) * ti.Matrix.identity(float, 3) - lever.outer_product(lever))
                     rhs_v[b, r] += m * v
                     rhs_w[b, r] += m * lever.cross(v)
+
+
+@ti.func
+def _add_contact(b, r, x, centre, n, target, W, A_vv: ti.template(), A_vw: ti.template(), A_ww: ti.template(),
+                 rhs_v: ti.template(), rhs_w: ti.template()):  # fmt: skip
+    lever = (x - centre).cross(n)
+    A_vv[b, r] += W * n.outer_product(n)
+    A_vw[b, r] += W * n.outer_product(lever)
+    A_ww[b, r] += W * lever.outer_product(lever)
+    rhs_v[b, r] += (W * target) * n
+    rhs_w[b, r] += (W * target) * lever
+
+
+@ti.kernel
+def collider_contact(
+    samples: ndarray(), r: ti.i32, pos: ndarray(), quat: ndarray(), s_in: ti.i32, com: ndarray(),
+    unit_volume: ndarray(), params: ndarray(), c: ti.i32, kind: ti.template(), col_shape: ndarray(),
+    col_pos: ndarray(), col_quat: ndarray(), col_lin: ndarray(), col_ang: ndarray(), col_mesh_sdf: ndarray(),
+    g: ti.i32, dt: float, A_vv: ndarray(), A_vw: ndarray(), A_ww: ndarray(), rhs_v: ndarray(), rhs_w: ndarray(),
+):  # fmt: skip
+    """Contact rows of body r's surface samples inside collider c (pose of substep g)."""
+    for b, k in ti.ndrange(pos.shape[1], samples.shape[0]):
+        q = quat[s_in, b, r]
+        x = pos[s_in, b, r] + quat_rotate(q, samples[k])
+        cp = col_pos[g, b, c]
+        res = sdf_world(kind, col_shape[c], cp, col_quat[g, b, c], x, col_mesh_sdf)
+        if res[0] < 0.0:
+            n = ti.Vector([res[1], res[2], res[3]])
+            v_c = col_lin[g, b, c] + col_ang[g, b, c].cross(x - cp)
+            target = n.dot(v_c) - CONTACT_BIAS * res[0] / dt
+            W = CONTACT_WEIGHT * params[b, r][0] * unit_volume[r]
+            _add_contact(b, r, x, _centre(pos[s_in, b, r], q, com[r]), n, target, W, A_vv, A_vw, A_ww, rhs_v, rhs_w)
+
+
+@ti.kernel
+def wall_contact(
+    samples: ndarray(), r: ti.i32, pos: ndarray(), quat: ndarray(), s_in: ti.i32, com: ndarray(),
+    unit_volume: ndarray(), params: ndarray(), lo: float, hi: float, dt: float, A_vv: ndarray(), A_vw: ndarray(),
+    A_ww: ndarray(), rhs_v: ndarray(), rhs_w: ndarray(),
+):  # fmt: skip
+    """Contact rows of body r's surface samples beyond the domain walls (planes at lo and hi)."""
+    for b, k in ti.ndrange(pos.shape[1], samples.shape[0]):
+        q = quat[s_in, b, r]
+        x = pos[s_in, b, r] + quat_rotate(q, samples[k])
+        centre = _centre(pos[s_in, b, r], q, com[r])
+        W = CONTACT_WEIGHT * params[b, r][0] * unit_volume[r]
+        for a in ti.static(range(3)):
+            for side in ti.static((1.0, -1.0)):
+                depth = ti.select(side > 0.0, lo - x[a], x[a] - hi)
+                if depth > 0.0:
+                    n = ti.Vector.zero(float, 3)
+                    n[a] = side
+                    _add_contact(b, r, x, centre, n, CONTACT_BIAS * depth / dt, W, A_vv, A_vw, A_ww, rhs_v, rhs_w)
 
 
 @ti.kernel
@@ -302,6 +382,8 @@ class RigidSolver:
     """The rigid bodies of a Model for B scenes, coupled to the MPM solver ``mpm``.
 
     Args:
+        colliders: the kinematic colliders' coupling (engine/coupling/colliders.py), whose
+            shapes and control arrays the contacts read.
         first_condition: index of the grid velocity set body 0 reads (``grid_v[first + r] ->
             grid_v[first + r + 1]``).
         first_projection: index of the position set body 0's projection reads.
@@ -311,10 +393,12 @@ class RigidSolver:
     #: Taichi's reverse mode accumulates into the body-state adjoints of a substep's input.
     accumulates_adjoint = True
 
-    def __init__(self, model, batch_size: int, mpm, first_condition: int, first_projection: int):
+    def __init__(self, model, batch_size: int, mpm, colliders, first_condition: int, first_projection: int):
         real = runtime.real_dtype()
         vec3, mat3 = ti.types.vector(3, real), ti.types.matrix(3, 3, real)
-        self.model, self.mpm = model, mpm
+        self.model, self.mpm, self.colliders = model, mpm, colliders
+        cfg = model.config
+        self.lo, self.hi = cfg.boundary_cells * cfg.dx, cfg.domain_size - cfg.boundary_cells * cfg.dx
         self.batch_size = B = batch_size
         self.bodies = tuple(model.bodies)
         self.n_bodies = nb = len(self.bodies)
@@ -333,6 +417,7 @@ class RigidSolver:
         self.shape = arrays.upload(packed.params, real, ti.types.vector(SHAPE_DIM, real))
         self.mesh_sdf = arrays.upload(np.asarray(packed.mesh_sdf, dtype=np.float64), real)
         self.params = ti.ndarray(ti.types.vector(1, real), (B, nb), needs_grad=True)
+        self.samples = [arrays.upload(surface_samples(body.shape), real, vec3) for body in self.bodies]
         self.blocks = [ti.ndarray(mat3, (B, nb), needs_grad=True) for _ in range(3)]
         self.rhs = [ti.ndarray(vec3, (B, nb), needs_grad=True) for _ in range(2)]
 
@@ -384,11 +469,33 @@ class RigidSolver:
             self.mesh_sdf, r, buf.pos, buf.quat, sub.s_out,
         )  # fmt: skip
 
+    def _contact_args(self, sub: Substep, r: int, c: int) -> tuple:
+        buf, col, ctrl = sub.state[self.name], self.colliders, sub.control
+        return (
+            self.samples[r], r, buf.pos, buf.quat, sub.s_in, self.com, self.unit_volume, self.params, c,
+            col.kinds[c], col.shape, ctrl.pos, ctrl.quat, ctrl.lin, ctrl.ang, col.mesh_sdf, sub.g, self.dt,
+            *self._work(),
+        )  # fmt: skip
+
+    def _wall_args(self, sub: Substep, r: int) -> tuple:
+        buf = sub.state[self.name]
+        return (
+            self.samples[r], r, buf.pos, buf.quat, sub.s_in, self.com, self.unit_volume, self.params, self.lo,
+            self.hi, self.dt, *self._work(),
+        )  # fmt: skip
+
+    def _build_system(self, sub: Substep, r: int) -> None:
+        """Body r's exchange system: grid nodes, collider contacts, wall contacts."""
+        for arr in self._work():
+            arrays.zero_array(arr)
+        assemble(*self._assemble_args(sub, r))
+        for c in range(self.colliders.n_colliders):
+            collider_contact(*self._contact_args(sub, r, c))
+        wall_contact(*self._wall_args(sub, r))
+
     def grid_exchange(self, sub: Substep) -> None:
         for r in range(self.n_bodies):
-            for arr in self._work():
-                arrays.zero_array(arr)
-            assemble(*self._assemble_args(sub, r))
+            self._build_system(sub, r)
             solve_and_move(*self._solve_args(sub, r))
             exchange(*self._exchange_args(sub, r))
 
@@ -402,11 +509,12 @@ class RigidSolver:
     def grid_exchange_adjoint(self, sub: Substep) -> None:
         # The forward's work arrays hold the last body's system; each body's is rebuilt.
         for r in reversed(range(self.n_bodies)):
-            for arr in self._work():
-                arrays.zero_array(arr)
-            assemble(*self._assemble_args(sub, r))
+            self._build_system(sub, r)
             exchange.grad(*self._exchange_args(sub, r))
             solve_and_move.grad(*self._solve_args(sub, r))
+            wall_contact.grad(*self._wall_args(sub, r))
+            for c in reversed(range(self.colliders.n_colliders)):
+                collider_contact.grad(*self._contact_args(sub, r, c))
             assemble.grad(*self._assemble_args(sub, r))
             for arr in self._work():
                 arrays.zero_array(arr.grad)
