@@ -1,8 +1,8 @@
 """The ``fluxlab demo`` example: the engine alone, with no task, env or policy.
 
 The demo shows the MLS-MPM engine's two-way coupling and its headless renderer in one short
-clip: a water block dropped into a glass ``Cup`` standing on the floor, a light rigid cube
-(``RIGID_BODY`` particles, half the density of water) dropped onto it, and a ``Box`` paddle driven
+clip: a water block dropped into a glass ``Cup`` standing on the floor, a light rigid cube (a free
+:class:`engine.solvers.rigid.RigidBody`, half the density of water) dropped onto it, and a ``Box`` paddle driven
 through the water at a constant velocity by the control. The scene is stepped with the
 :class:`engine.simulator.Simulator` fast path (no tape), rendered every step with
 :class:`engine.render.Renderer`, and written as a video (``.mp4`` or ``.gif``).
@@ -31,8 +31,9 @@ def demo_scene(small: bool = False):
     from engine.colliders import BoundaryCondition, Collider
     from engine.config import SimConfig
     from engine.geometry import Box, Cup
-    from engine.materials import RIGID_BODY, WATER
+    from engine.materials import WATER
     from engine.scene import SceneBuilder
+    from engine.solvers.rigid import RigidBody
 
     if small:
         config = SimConfig(grid_res=32, dt=6e-4, substeps=12)
@@ -57,13 +58,11 @@ def demo_scene(small: bool = False):
     builder.add_particles(water, WATER, spacing)
     top = float(water[:, 2].max())
     side = 0.08
-    c0 = (0.58, 0.5, top + 0.03 + 0.5 * side)
-    cube = sampling.box(
-        (c0[0] - side / 2, c0[1] - side / 2, c0[2] - side / 2),
-        (c0[0] + side / 2, c0[1] + side / 2, c0[2] + side / 2),
-        spacing,
-    )
-    builder.add_particles(cube, RIGID_BODY, spacing)
+    cube = RigidBody(
+        Box((side / 2,) * 3), density=500.0, pose=(0.58, 0.5, top + 0.03 + 0.5 * side, 1.0, 0.0, 0.0, 0.0),
+        name="cube", color=(0.9, 0.35, 0.2),
+    )  # fmt: skip
+    builder.add_rigid_body(cube)
     builder.add_collider(cup)
     builder.add_collider(paddle)
     model = builder.build()
@@ -163,7 +162,8 @@ def run(
     def frame() -> np.ndarray:
         state = sim.get_state()
         poses = state.collider_pose[0].numpy()
-        return renderer.render(state.x[0], colors, list(zip(model.colliders, poses, strict=True)))
+        bodies = list(zip(model.bodies, state.bodies[0, :, :7].numpy(), strict=True))
+        return renderer.render(state.x[0], colors, list(zip(model.colliders, poses, strict=True)), bodies=bodies)
 
     t0 = time.perf_counter()
     frames = [frame()]  # the first frame also compiles the render kernels
