@@ -139,11 +139,12 @@ class Simulator:
             scatter = "slabs" if runtime.on_cpu() and B * model.n_particles >= SLAB_MIN_PARTICLES else "atomic"
 
         # Grid velocity conditions between the transfers: one per collider, one for the sensors,
-        # one per rigid body; particle projections: one per collider, one per rigid body.
+        # one for the rigid bodies; particle projections: one per collider, one for the bodies.
         n_sensor_sets = 1 if model.sensors else 0
-        n_conditions = K + n_sensor_sets + nr
+        n_body_sets = 1 if nr else 0
+        n_conditions = K + n_sensor_sets + n_body_sets
         self.mpm = MPMSolver(
-            model, B, scatter, n_conditions, K + nr, staged_x=bool(K or nb or nr), staged_v=bool(nb),
+            model, B, scatter, n_conditions, K + n_body_sets, staged_x=bool(K or nb or nr), staged_v=bool(nb),
             grid_mass_read_later=n_conditions > 0, mass_adjoint_from_later=bool(model.sensors or nr),
         )  # fmt: skip
         self.colliders = ColliderCoupling(model, B, self.mpm)
@@ -155,9 +156,7 @@ class Simulator:
             self.parts += [self.fem, SensorContact(model, self.colliders, self.fem, self.mpm)]
         self.rigid: RigidSolver | None = None
         if nr:
-            self.rigid = RigidSolver(
-                model, B, self.mpm, self.colliders, first_condition=K + n_sensor_sets, first_projection=K
-            )
+            self.rigid = RigidSolver(model, B, self.mpm, self.colliders, condition=K + n_sensor_sets, projection=K)
             self.parts.append(self.rigid)
         if nb:
             self.parts.append(ShapeMatchingSolver(model, B, self.mpm))

@@ -202,24 +202,42 @@ def _cross_matrix(r):
     return ti.Matrix([[0.0, -r[2], r[1]], [r[2], 0.0, -r[0]], [-r[1], r[0], 0.0]])
 
 
+@ti.func
+def _owner(
+    kinds: ti.template(),
+    shape: ti.template(),
+    mesh_sdf: ti.template(),
+    pos: ti.template(),
+    quat: ti.template(),
+    s_in,
+    b,
+    p,
+):
+    """The first body (index, or -1) whose shape contains the world point p at its slot-s_in pose."""
+    owner = -1
+    for r in ti.static(range(len(kinds))):
+        if owner < 0:
+            if sdf_world(ti.static(kinds[r]), shape[r], pos[s_in, b, r], quat[s_in, b, r], p, mesh_sdf)[0] < 0.0:
+                owner = r
+    return owner
+
+
 @ti.kernel
 def assemble(
-    grid_mom_mass: ndarray(), grid_v: ndarray(), c: ti.i32, kind: ti.template(), shape: ndarray(),
-    mesh_sdf: ndarray(), r: ti.i32, pos: ndarray(), quat: ndarray(), s_in: ti.i32, com: ndarray(),
-    gravity: ti.math.vec3, dt: float, dx: float, A_vv: ndarray(), A_vw: ndarray(), A_ww: ndarray(),
-    rhs_v: ndarray(), rhs_w: ndarray(),
+    grid_mom_mass: ndarray(), grid_v: ndarray(), c: ti.i32, kinds: ti.template(), shape: ndarray(),
+    mesh_sdf: ndarray(), pos: ndarray(), quat: ndarray(), s_in: ti.i32, com: ndarray(), gravity: ti.math.vec3,
+    dt: float, dx: float, A_vv: ndarray(), A_vw: ndarray(), A_ww: ndarray(), rhs_v: ndarray(), rhs_w: ndarray(),
 ):  # fmt: skip
-    """Sum over the grid nodes inside body r of m G^T G (3x3 blocks) and m G^T v (v without
-    this substep's gravity), G = [1, -[x - c]x]."""
+    """Sum over the grid nodes inside each body (a node inside several goes to the first) of
+    m G^T G (3x3 blocks) and m G^T v (v without this substep's gravity), G = [1, -[x - c]x]."""
     for b, i, j in ti.ndrange(grid_v.shape[1], grid_v.shape[2], grid_v.shape[3]):
         for k in range(grid_v.shape[4]):
             m = grid_mom_mass[b, i, j, k][3]
             if m > 0.0:
                 p = ti.Vector([i, j, k]) * dx
-                q = quat[s_in, b, r]
-                res = sdf_world(kind, shape[r], pos[s_in, b, r], q, p, mesh_sdf)
-                if res[0] < 0.0:
-                    lever = p - _centre(pos[s_in, b, r], q, com[r])
+                r = _owner(kinds, shape, mesh_sdf, pos, quat, s_in, b, p)
+                if r >= 0:
+                    lever = p - _centre(pos[s_in, b, r], quat[s_in, b, r], com[r])
                     v = grid_v[c, b, i, j, k].xyz - gravity * dt
                     A_vv[b, r] += m * ti.Matrix.identity(float, 3)
                     A_vw[b, r] += -m * _cross_matrix(lever)
@@ -240,56 +258,46 @@ def _add_contact(b, r, x, centre, n, target, W, A_vv: ti.template(), A_vw: ti.te
 
 
 @ti.kernel
-def collider_contact(
-    samples: ndarray(), r: ti.i32, pos: ndarray(), quat: ndarray(), s_in: ti.i32, com: ndarray(),
-    unit_volume: ndarray(), params: ndarray(), c: ti.i32, kind: ti.template(), col_shape: ndarray(),
-    col_pos: ndarray(), col_quat: ndarray(), col_lin: ndarray(), col_ang: ndarray(), col_mesh_sdf: ndarray(),
-    g: ti.i32, dt: float, A_vv: ndarray(), A_vw: ndarray(), A_ww: ndarray(), rhs_v: ndarray(), rhs_w: ndarray(),
+def contacts(
+    samples: ndarray(), n_samples: ndarray(), pos: ndarray(), quat: ndarray(), s_in: ti.i32, com: ndarray(),
+    unit_volume: ndarray(), params: ndarray(), col_kinds: ti.template(), col_shape: ndarray(), col_pos: ndarray(),
+    col_quat: ndarray(), col_lin: ndarray(), col_ang: ndarray(), col_mesh_sdf: ndarray(), g: ti.i32, lo: float,
+    hi: float, dt: float, A_vv: ndarray(), A_vw: ndarray(), A_ww: ndarray(), rhs_v: ndarray(), rhs_w: ndarray(),
 ):  # fmt: skip
-    """Contact rows of body r's surface samples inside collider c (pose of substep g)."""
-    for b, k in ti.ndrange(pos.shape[1], samples.shape[0]):
-        q = quat[s_in, b, r]
-        x = pos[s_in, b, r] + quat_rotate(q, samples[k])
-        cp = col_pos[g, b, c]
-        res = sdf_world(kind, col_shape[c], cp, col_quat[g, b, c], x, col_mesh_sdf)
-        if res[0] < 0.0:
-            n = ti.Vector([res[1], res[2], res[3]])
-            v_c = col_lin[g, b, c] + col_ang[g, b, c].cross(x - cp)
-            target = n.dot(v_c) - CONTACT_BIAS * res[0] / dt
+    """Contact rows of every body's surface samples inside a collider (pose of substep g) or
+    beyond a domain wall (planes at lo and hi)."""
+    for b, r, k in ti.ndrange(pos.shape[1], pos.shape[2], samples.shape[1]):
+        if k < n_samples[r]:
+            q = quat[s_in, b, r]
+            x = pos[s_in, b, r] + quat_rotate(q, samples[r, k])
+            centre = _centre(pos[s_in, b, r], q, com[r])
             W = CONTACT_WEIGHT * params[b, r][0] * unit_volume[r]
-            _add_contact(b, r, x, _centre(pos[s_in, b, r], q, com[r]), n, target, W, A_vv, A_vw, A_ww, rhs_v, rhs_w)
-
-
-@ti.kernel
-def wall_contact(
-    samples: ndarray(), r: ti.i32, pos: ndarray(), quat: ndarray(), s_in: ti.i32, com: ndarray(),
-    unit_volume: ndarray(), params: ndarray(), lo: float, hi: float, dt: float, A_vv: ndarray(), A_vw: ndarray(),
-    A_ww: ndarray(), rhs_v: ndarray(), rhs_w: ndarray(),
-):  # fmt: skip
-    """Contact rows of body r's surface samples beyond the domain walls (planes at lo and hi)."""
-    for b, k in ti.ndrange(pos.shape[1], samples.shape[0]):
-        q = quat[s_in, b, r]
-        x = pos[s_in, b, r] + quat_rotate(q, samples[k])
-        centre = _centre(pos[s_in, b, r], q, com[r])
-        W = CONTACT_WEIGHT * params[b, r][0] * unit_volume[r]
-        for a in ti.static(range(3)):
-            for side in ti.static((1.0, -1.0)):
-                depth = ti.select(side > 0.0, lo - x[a], x[a] - hi)
-                if depth > 0.0:
-                    n = ti.Vector.zero(float, 3)
-                    n[a] = side
-                    _add_contact(b, r, x, centre, n, CONTACT_BIAS * depth / dt, W, A_vv, A_vw, A_ww, rhs_v, rhs_w)
+            for c in ti.static(range(len(col_kinds))):
+                cp = col_pos[g, b, c]
+                res = sdf_world(ti.static(col_kinds[c]), col_shape[c], cp, col_quat[g, b, c], x, col_mesh_sdf)
+                if res[0] < 0.0:
+                    n = ti.Vector([res[1], res[2], res[3]])
+                    v_c = col_lin[g, b, c] + col_ang[g, b, c].cross(x - cp)
+                    target = n.dot(v_c) - CONTACT_BIAS * res[0] / dt
+                    _add_contact(b, r, x, centre, n, target, W, A_vv, A_vw, A_ww, rhs_v, rhs_w)
+            for a in ti.static(range(3)):
+                for side in ti.static((1.0, -1.0)):
+                    depth = ti.select(side > 0.0, lo - x[a], x[a] - hi)
+                    if depth > 0.0:
+                        n = ti.Vector.zero(float, 3)
+                        n[a] = side
+                        _add_contact(b, r, x, centre, n, CONTACT_BIAS * depth / dt, W, A_vv, A_vw, A_ww, rhs_v, rhs_w)
 
 
 @ti.kernel
 def solve_and_move(
-    r: ti.i32, pos: ndarray(), quat: ndarray(), lin: ndarray(), ang: ndarray(), s_in: ti.i32, s_out: ti.i32,
-    com: ndarray(), unit_volume: ndarray(), unit_inertia: ndarray(), params: ndarray(), gravity: ti.math.vec3,
-    dt: float, A_vv: ndarray(), A_vw: ndarray(), A_ww: ndarray(), rhs_v: ndarray(), rhs_w: ndarray(),
+    pos: ndarray(), quat: ndarray(), lin: ndarray(), ang: ndarray(), s_in: ti.i32, s_out: ti.i32, com: ndarray(),
+    unit_volume: ndarray(), unit_inertia: ndarray(), params: ndarray(), gravity: ti.math.vec3, dt: float,
+    A_vv: ndarray(), A_vw: ndarray(), A_ww: ndarray(), rhs_v: ndarray(), rhs_w: ndarray(),
 ):  # fmt: skip
-    """The body's new twist from the 6x6 exchange system, then its new pose (see the module
+    """Every body's new twist from its 6x6 exchange system, then its new pose (see the module
     docstring): state slot s_in -> s_out."""
-    for b in range(lin.shape[1]):
+    for b, r in ti.ndrange(lin.shape[1], lin.shape[2]):
         q = quat[s_in, b, r]
         density = params[b, r][0]
         m = density * unit_volume[r]
@@ -328,53 +336,64 @@ def solve_and_move(
 
 @ti.kernel
 def exchange(
-    grid_mom_mass: ndarray(), grid_v: ndarray(), c: ti.i32, kind: ti.template(), shape: ndarray(),
-    mesh_sdf: ndarray(), r: ti.i32, pos: ndarray(), quat: ndarray(), lin: ndarray(), ang: ndarray(),
-    s_in: ti.i32, s_out: ti.i32, com: ndarray(), gravity: ti.math.vec3, dt: float, dx: float,
+    grid_mom_mass: ndarray(), grid_v: ndarray(), c: ti.i32, kinds: ti.template(), shape: ndarray(),
+    mesh_sdf: ndarray(), pos: ndarray(), quat: ndarray(), lin: ndarray(), ang: ndarray(), s_in: ti.i32,
+    s_out: ti.i32, com: ndarray(), gravity: ti.math.vec3, dt: float, dx: float,
 ):  # fmt: skip
-    """grid_v[c] -> grid_v[c + 1]: nodes inside body r (at its pose of slot s_in) take the body's
-    velocity u' (slot s_out) there, plus their own gravity; the others are copied."""
+    """grid_v[c] -> grid_v[c + 1]: a node inside a body (at its pose of slot s_in; the first, if
+    several) takes the body's velocity u' (slot s_out) there plus its own gravity; the others
+    are copied."""
     for b, i, j in ti.ndrange(grid_v.shape[1], grid_v.shape[2], grid_v.shape[3]):
         for k in range(grid_v.shape[4]):
             out = grid_v[c, b, i, j, k].xyz
             if grid_mom_mass[b, i, j, k][3] > 0.0:
                 p = ti.Vector([i, j, k]) * dx
-                q = quat[s_in, b, r]
-                res = sdf_world(kind, shape[r], pos[s_in, b, r], q, p, mesh_sdf)
-                if res[0] < 0.0:
-                    centre = _centre(pos[s_in, b, r], q, com[r])
+                r = _owner(kinds, shape, mesh_sdf, pos, quat, s_in, b, p)
+                if r >= 0:
+                    centre = _centre(pos[s_in, b, r], quat[s_in, b, r], com[r])
                     out = lin[s_out, b, r] + ang[s_out, b, r].cross(p - centre) + gravity * dt
             grid_v[c + 1, b, i, j, k] = pad4(out)
 
 
+@ti.func
+def _put_back(kind: ti.template(), shape, mesh_sdf: ti.template(), xp, x0, pos0, quat0, pos1, quat1):
+    """xp (end of the substep) put back out of one body (see :func:`project_out_bodies`)."""
+    out = xp
+    local1 = quat_rotate_inverse(quat1, xp - pos1)
+    d1 = sdf_local(kind, shape, local1, mesh_sdf)
+    if d1[0] < 0.0:
+        local0 = quat_rotate_inverse(quat0, x0 - pos0)
+        d0 = sdf_local(kind, shape, local0, mesh_sdf)
+        target = local1 - d1[0] * ti.Vector([d1[1], d1[2], d1[3]])
+        if d0[0] >= 0.0:
+            n0 = ti.Vector([d0[1], d0[2], d0[3]])
+            plane = local0 - d0[0] * n0  # the surface point nearest the start
+            slid = local1 - ti.min((local1 - plane).dot(n0), 0.0) * n0
+            ds = sdf_local(kind, shape, slid, mesh_sdf)
+            target = ti.select(ds[0] >= 0.0, slid, slid - ds[0] * ti.Vector([ds[1], ds[2], ds[3]]))
+        out = pos1 + quat_rotate(quat1, target)
+    return out
+
+
 @ti.kernel
-def project_out_body(
-    x: ndarray(), s_in: ti.i32, x_chain: ndarray(), c: ti.i32, kind: ti.template(), shape: ndarray(),
-    mesh_sdf: ndarray(), r: ti.i32, pos: ndarray(), quat: ndarray(), s_out: ti.i32,
+def project_out_bodies(
+    x: ndarray(), s_in: ti.i32, x_chain: ndarray(), c: ti.i32, kinds: ti.template(), shape: ndarray(),
+    mesh_sdf: ndarray(), pos: ndarray(), quat: ndarray(), s_out: ti.i32,
 ):  # fmt: skip
-    """x_chain[c] -> x_chain[c + 1]: a particle that ends inside body r (pose of slot s_out) but
+    """x_chain[c] -> x_chain[c + 1]: a particle that ends inside a body (pose of slot s_out) but
     started the substep outside it (pose of slot s_in) is put back, in the body's frame, onto
     the tangent plane of the surface point nearest its start (it keeps its tangential motion);
     one that started inside, or is still inside after that (curved surfaces), moves to the
     nearest surface point. Projecting to the nearest surface point alone would move liquid that
     enters under a body's face near an edge out through the side face: liquid would leak from
-    under a floating body and it would sink."""
+    under a floating body and it would sink. Bodies are visited in order."""
     for b, p in ti.ndrange(x_chain.shape[1], x_chain.shape[2]):
         xp = x_chain[c, b, p]
-        q1 = quat[s_out, b, r]
-        local1 = quat_rotate_inverse(q1, xp - pos[s_out, b, r])
-        d1 = sdf_local(kind, shape[r], local1, mesh_sdf)
-        if d1[0] < 0.0:
-            local0 = quat_rotate_inverse(quat[s_in, b, r], x[s_in, b, p] - pos[s_in, b, r])
-            d0 = sdf_local(kind, shape[r], local0, mesh_sdf)
-            target = local1 - d1[0] * ti.Vector([d1[1], d1[2], d1[3]])
-            if d0[0] >= 0.0:
-                n0 = ti.Vector([d0[1], d0[2], d0[3]])
-                plane = local0 - d0[0] * n0  # the surface point nearest the start
-                slid = local1 - ti.min((local1 - plane).dot(n0), 0.0) * n0
-                ds = sdf_local(kind, shape[r], slid, mesh_sdf)
-                target = ti.select(ds[0] >= 0.0, slid, slid - ds[0] * ti.Vector([ds[1], ds[2], ds[3]]))
-            xp = pos[s_out, b, r] + quat_rotate(q1, target)
+        for r in ti.static(range(len(kinds))):
+            xp = _put_back(
+                ti.static(kinds[r]), shape[r], mesh_sdf, xp, x[s_in, b, p], pos[s_in, b, r], quat[s_in, b, r],
+                pos[s_out, b, r], quat[s_out, b, r],
+            )  # fmt: skip
         x_chain[c + 1, b, p] = xp
 
 
@@ -384,16 +403,17 @@ class RigidSolver:
     Args:
         colliders: the kinematic colliders' coupling (engine/coupling/colliders.py), whose
             shapes and control arrays the contacts read.
-        first_condition: index of the grid velocity set body 0 reads (``grid_v[first + r] ->
-            grid_v[first + r + 1]``).
-        first_projection: index of the position set body 0's projection reads.
+        condition: index of the grid velocity set the exchange reads (``grid_v[condition] ->
+            grid_v[condition + 1]``; one set for all bodies).
+        projection: index of the position set the projection reads (``x_chain[projection] ->
+            x_chain[projection + 1]``).
     """
 
     name = "rigid"
     #: Taichi's reverse mode accumulates into the body-state adjoints of a substep's input.
     accumulates_adjoint = True
 
-    def __init__(self, model, batch_size: int, mpm, colliders, first_condition: int, first_projection: int):
+    def __init__(self, model, batch_size: int, mpm, colliders, condition: int, projection: int):
         real = runtime.real_dtype()
         vec3, mat3 = ti.types.vector(3, real), ti.types.matrix(3, 3, real)
         self.model, self.mpm, self.colliders = model, mpm, colliders
@@ -402,7 +422,7 @@ class RigidSolver:
         self.batch_size = B = batch_size
         self.bodies = tuple(model.bodies)
         self.n_bodies = nb = len(self.bodies)
-        self.first_condition, self.first_projection = first_condition, first_projection
+        self.condition, self.projection = condition, projection
         self.dt, self.dx = model.config.dt, model.config.dx
         self.gravity = ti.math.vec3(*model.config.gravity)
         props = [body.mass_properties() for body in self.bodies]
@@ -417,7 +437,12 @@ class RigidSolver:
         self.shape = arrays.upload(packed.params, real, ti.types.vector(SHAPE_DIM, real))
         self.mesh_sdf = arrays.upload(np.asarray(packed.mesh_sdf, dtype=np.float64), real)
         self.params = ti.ndarray(ti.types.vector(1, real), (B, nb), needs_grad=True)
-        self.samples = [arrays.upload(surface_samples(body.shape), real, vec3) for body in self.bodies]
+        samples = [surface_samples(body.shape) for body in self.bodies]
+        padded = np.zeros((nb, max(len(p) for p in samples), 3))
+        for r, p in enumerate(samples):
+            padded[r, : len(p)] = p
+        self.samples = arrays.upload(padded, real, vec3)
+        self.n_samples = arrays.upload(np.array([len(p) for p in samples]), ti.i32)
         self.blocks = [ti.ndarray(mat3, (B, nb), needs_grad=True) for _ in range(3)]
         self.rhs = [ti.ndarray(vec3, (B, nb), needs_grad=True) for _ in range(2)]
 
@@ -441,63 +466,53 @@ class RigidSolver:
     def _work(self):
         return (*self.blocks, *self.rhs)
 
-    def _assemble_args(self, sub: Substep, r: int) -> tuple:
+    def _assemble_args(self, sub: Substep) -> tuple:
         grids, buf = self.mpm.grids_of(sub), sub.state[self.name]
         return (
-            grids.mom_mass, grids.v, self.first_condition + r, self.kinds[r], self.shape, self.mesh_sdf, r,
-            buf.pos, buf.quat, sub.s_in, self.com, self.gravity, self.dt, self.dx, *self._work(),
+            grids.mom_mass, grids.v, self.condition, self.kinds, self.shape, self.mesh_sdf, buf.pos, buf.quat,
+            sub.s_in, self.com, self.gravity, self.dt, self.dx, *self._work(),
         )  # fmt: skip
 
-    def _solve_args(self, sub: Substep, r: int) -> tuple:
+    def _contact_args(self, sub: Substep) -> tuple:
+        buf, col, ctrl = sub.state[self.name], self.colliders, sub.control
+        return (
+            self.samples, self.n_samples, buf.pos, buf.quat, sub.s_in, self.com, self.unit_volume, self.params,
+            col.kinds, col.shape, ctrl.pos, ctrl.quat, ctrl.lin, ctrl.ang, col.mesh_sdf, sub.g, self.lo, self.hi,
+            self.dt, *self._work(),
+        )  # fmt: skip
+
+    def _solve_args(self, sub: Substep) -> tuple:
         buf = sub.state[self.name]
         return (
-            r, buf.pos, buf.quat, buf.lin, buf.ang, sub.s_in, sub.s_out, self.com, self.unit_volume,
+            buf.pos, buf.quat, buf.lin, buf.ang, sub.s_in, sub.s_out, self.com, self.unit_volume,
             self.unit_inertia, self.params, self.gravity, self.dt, *self._work(),
         )  # fmt: skip
 
-    def _exchange_args(self, sub: Substep, r: int) -> tuple:
+    def _exchange_args(self, sub: Substep) -> tuple:
         grids, buf = self.mpm.grids_of(sub), sub.state[self.name]
         return (
-            grids.mom_mass, grids.v, self.first_condition + r, self.kinds[r], self.shape, self.mesh_sdf, r,
-            buf.pos, buf.quat, buf.lin, buf.ang, sub.s_in, sub.s_out, self.com, self.gravity, self.dt, self.dx,
+            grids.mom_mass, grids.v, self.condition, self.kinds, self.shape, self.mesh_sdf, buf.pos, buf.quat,
+            buf.lin, buf.ang, sub.s_in, sub.s_out, self.com, self.gravity, self.dt, self.dx,
         )  # fmt: skip
 
-    def _project_args(self, sub: Substep, r: int) -> tuple:
+    def _project_args(self, sub: Substep) -> tuple:
         buf, particles = sub.state[self.name], sub.state[self.mpm.name]
         return (
-            particles.x, sub.s_in, self.mpm.x_chain, self.first_projection + r, self.kinds[r], self.shape,
-            self.mesh_sdf, r, buf.pos, buf.quat, sub.s_out,
+            particles.x, sub.s_in, self.mpm.x_chain, self.projection, self.kinds, self.shape, self.mesh_sdf,
+            buf.pos, buf.quat, sub.s_out,
         )  # fmt: skip
 
-    def _contact_args(self, sub: Substep, r: int, c: int) -> tuple:
-        buf, col, ctrl = sub.state[self.name], self.colliders, sub.control
-        return (
-            self.samples[r], r, buf.pos, buf.quat, sub.s_in, self.com, self.unit_volume, self.params, c,
-            col.kinds[c], col.shape, ctrl.pos, ctrl.quat, ctrl.lin, ctrl.ang, col.mesh_sdf, sub.g, self.dt,
-            *self._work(),
-        )  # fmt: skip
-
-    def _wall_args(self, sub: Substep, r: int) -> tuple:
-        buf = sub.state[self.name]
-        return (
-            self.samples[r], r, buf.pos, buf.quat, sub.s_in, self.com, self.unit_volume, self.params, self.lo,
-            self.hi, self.dt, *self._work(),
-        )  # fmt: skip
-
-    def _build_system(self, sub: Substep, r: int) -> None:
-        """Body r's exchange system: grid nodes, collider contacts, wall contacts."""
+    def _build_systems(self, sub: Substep) -> None:
+        """Every body's exchange system: grid nodes, collider and wall contacts."""
         for arr in self._work():
             arrays.zero_array(arr)
-        assemble(*self._assemble_args(sub, r))
-        for c in range(self.colliders.n_colliders):
-            collider_contact(*self._contact_args(sub, r, c))
-        wall_contact(*self._wall_args(sub, r))
+        assemble(*self._assemble_args(sub))
+        contacts(*self._contact_args(sub))
 
     def grid_exchange(self, sub: Substep) -> None:
-        for r in range(self.n_bodies):
-            self._build_system(sub, r)
-            solve_and_move(*self._solve_args(sub, r))
-            exchange(*self._exchange_args(sub, r))
+        self._build_systems(sub)
+        solve_and_move(*self._solve_args(sub))
+        exchange(*self._exchange_args(sub))
 
     def zero_work_grads(self, sub: Substep) -> None:
         """The work arrays' adjoints, and the grid momentum and mass adjoint this stage's
@@ -507,25 +522,17 @@ class RigidSolver:
         arrays.zero_array(self.mpm.grids_of(sub).mom_mass.grad)
 
     def grid_exchange_adjoint(self, sub: Substep) -> None:
-        # The forward's work arrays hold the last body's system; each body's is rebuilt.
-        for r in reversed(range(self.n_bodies)):
-            self._build_system(sub, r)
-            exchange.grad(*self._exchange_args(sub, r))
-            solve_and_move.grad(*self._solve_args(sub, r))
-            wall_contact.grad(*self._wall_args(sub, r))
-            for c in reversed(range(self.colliders.n_colliders)):
-                collider_contact.grad(*self._contact_args(sub, r, c))
-            assemble.grad(*self._assemble_args(sub, r))
-            for arr in self._work():
-                arrays.zero_array(arr.grad)
+        self._build_systems(sub)  # the systems the forward solved
+        exchange.grad(*self._exchange_args(sub))
+        solve_and_move.grad(*self._solve_args(sub))
+        contacts.grad(*self._contact_args(sub))
+        assemble.grad(*self._assemble_args(sub))
 
     def project_out(self, sub: Substep) -> None:
-        for r in range(self.n_bodies):
-            project_out_body(*self._project_args(sub, r))
+        project_out_bodies(*self._project_args(sub))
 
     def project_out_adjoint(self, sub: Substep) -> None:
-        for r in reversed(range(self.n_bodies)):
-            project_out_body.grad(*self._project_args(sub, r))
+        project_out_bodies.grad(*self._project_args(sub))
 
     # ------------------------------------------------------------------ host side
     def default_params(self) -> torch.Tensor:
