@@ -191,6 +191,17 @@ def zero_slot(arr: ndarray(), s: ti.i32):
         arr[s, b, r] = ti.zero(arr[s, b, r])
 
 
+@ti.kernel
+def zero_work(A_vv: ndarray(), A_vw: ndarray(), A_ww: ndarray(), rhs_v: ndarray(), rhs_w: ndarray()):
+    """The exchange systems = 0 (one launch for the five arrays)."""
+    for b, r in ti.ndrange(A_vv.shape[0], A_vv.shape[1]):
+        A_vv[b, r] = ti.zero(A_vv[b, r])
+        A_vw[b, r] = ti.zero(A_vw[b, r])
+        A_ww[b, r] = ti.zero(A_ww[b, r])
+        rhs_v[b, r] = ti.zero(rhs_v[b, r])
+        rhs_w[b, r] = ti.zero(rhs_w[b, r])
+
+
 @ti.func
 def _centre(pos, quat, com):
     return pos + quat_rotate(quat, com)
@@ -504,8 +515,7 @@ class RigidSolver:
 
     def _build_systems(self, sub: Substep) -> None:
         """Every body's exchange system: grid nodes, collider and wall contacts."""
-        for arr in self._work():
-            arrays.zero_array(arr)
+        zero_work(*self._work())
         assemble(*self._assemble_args(sub))
         contacts(*self._contact_args(sub))
 
@@ -517,8 +527,7 @@ class RigidSolver:
     def zero_work_grads(self, sub: Substep) -> None:
         """The work arrays' adjoints, and the grid momentum and mass adjoint this stage's
         adjoint adds to (the MPM grid update's adjoint then adds its own)."""
-        for arr in self._work():
-            arrays.zero_array(arr.grad)
+        zero_work(*(arr.grad for arr in self._work()))
         arrays.zero_array(self.mpm.grids_of(sub).mom_mass.grad)
 
     def grid_exchange_adjoint(self, sub: Substep) -> None:
