@@ -449,6 +449,12 @@ class Simulator:
             raise RuntimeError("call reset() before collider_poses()")
         return self._pose.clone()
 
+    def body_state(self) -> torch.Tensor:
+        """(B, nb, 13) current rigid-body state of the fast path (pose then twist; nb may be 0)."""
+        if self.rigid is None:
+            return torch.zeros(self.batch_size, 0, 13, dtype=self.dtype)
+        return self.rigid.read(self.ring[self.rigid.name], self._slot)
+
     def positions(self) -> torch.Tensor:
         """(B, N, 3) current positions of the fast path."""
         return self.mpm.read_array(self.ring[self.mpm.name].x, self._slot, (3,))

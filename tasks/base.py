@@ -485,7 +485,7 @@ class ParticleTask(Task):
         colliders = list(zip(self.model.colliders, pose, strict=True))
         bodies = []
         if self.model.n_rigid:
-            body_pose = sim.get_state().bodies[index, :, :7].cpu().numpy()
+            body_pose = sim.body_state()[index, :, :7].cpu().numpy()
             bodies = list(zip(self.model.bodies, body_pose, strict=True))
         return self._renderer.render(x, self._colors, colliders, bodies=bodies)
 

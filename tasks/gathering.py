@@ -249,7 +249,7 @@ class FloatingBodiesTask(ParticleTask):
     # ------------------------------------------------------------------ scripted-policy helpers
     def body_centroids(self, index: int = 0) -> np.ndarray:
         """(nb, 3) current body centres of scene ``index`` [m] (for scripted policies)."""
-        bodies = self._require_sim().get_state().bodies
+        bodies = self._require_sim().body_state()
         return bodies[index, :, :3].cpu().numpy().astype(np.float64)
 
     def velocity_toward(self, goal_xy: np.ndarray, index: int = 0, gain: float = 4.0) -> np.ndarray:
