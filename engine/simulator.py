@@ -149,14 +149,17 @@ class Simulator:
         )  # fmt: skip
         self.colliders = ColliderCoupling(model, B, self.mpm)
         self.parts = [self.mpm, self.colliders]
-        self.fem: FEMSolver | None = None
-        if model.sensors:
-            # Contact force rows: one per collider, one for MPM material, one for sensor pairs.
-            self.fem = FEMSolver(model, B, n_contact_rows=K + 1 + (len(model.sensors) > 1))
-            self.parts += [self.fem, SensorContact(model, self.colliders, self.fem, self.mpm)]
         self.rigid: RigidSolver | None = None
         if nr:
             self.rigid = RigidSolver(model, B, self.mpm, self.colliders, condition=K + n_sensor_sets, projection=K)
+        self.fem: FEMSolver | None = None
+        if model.sensors:
+            # Contact force rows: one per collider, one for MPM material, one for sensor pairs,
+            # one for rigid bodies.
+            rows = K + 1 + (len(model.sensors) > 1) + bool(nr)
+            self.fem = FEMSolver(model, B, n_contact_rows=rows)
+            self.parts += [self.fem, SensorContact(model, self.colliders, self.fem, self.mpm, self.rigid)]
+        if self.rigid is not None:  # after the sensors: its exchange adds their reaction
             self.parts.append(self.rigid)
         if nb:
             self.parts.append(ShapeMatchingSolver(model, B, self.mpm))

@@ -11,6 +11,7 @@ import taichi as ti
 
 from engine import arrays
 from engine.coupling.colliders import ColliderCoupling
+from engine.geometry.pose import quat_rotate
 from engine.geometry.sdf import sdf_world
 from engine.solvers.base import NoState, Stage, Substep
 from engine.solvers.mpm import MPMSolver
@@ -77,6 +78,36 @@ def sensor_contact(
                 v_rel = v[s_in, b, i] - (collider_lin[g, b, c] + collider_ang[g, b, c].cross(xi - pos))
                 force = penalty_force(row, row[2] * node_volume[i], dt, -res[0], n, v_rel)
         f_contact[c, b, i] = force
+
+
+@ti.kernel
+def sensor_body_contact(
+    x: ndarray(), v: ndarray(), s_in: ti.i32, surface_nodes: ndarray(), node_sensor: ndarray(), params: ndarray(),
+    node_volume: ndarray(), dt: float, kinds: ti.template(), shape: ndarray(), mesh_sdf: ndarray(), pos: ndarray(),
+    quat: ndarray(), lin: ndarray(), ang: ndarray(), com: ndarray(), row: ti.i32, f_contact: ndarray(),
+    body_force: ndarray(), body_torque: ndarray(),
+):  # fmt: skip
+    """Penalty contact of every sensor surface node with the free rigid bodies (their state of
+    slot s_in): the node's force goes to ``f_contact[row]``, its reaction (force and torque
+    about the body's centre of mass) to ``body_force``/``body_torque``, which the rigid bodies'
+    exchange adds as an impulse (engine/solvers/rigid.py); both must be zero on entry."""
+    for b, j in ti.ndrange(x.shape[1], surface_nodes.shape[0]):
+        i = surface_nodes[j]
+        xi = x[s_in, b, i]
+        force = ti.Vector.zero(float, 3)
+        for r in ti.static(range(len(kinds))):
+            q = quat[s_in, b, r]
+            res = sdf_world(ti.static(kinds[r]), shape[r], pos[s_in, b, r], q, xi, mesh_sdf)
+            if res[0] < 0.0:
+                n = ti.Vector([res[1], res[2], res[3]])
+                row_p = params[b, node_sensor[i]]
+                centre = pos[s_in, b, r] + quat_rotate(q, com[r])
+                v_rel = v[s_in, b, i] - (lin[s_in, b, r] + ang[s_in, b, r].cross(xi - centre))
+                f = penalty_force(row_p, row_p[2] * node_volume[i], dt, -res[0], n, v_rel)
+                force += f
+                body_force[b, r] += -f
+                body_torque[b, r] += (xi - centre).cross(-f)
+        f_contact[row, b, i] = force
 
 
 @ti.kernel
@@ -298,8 +329,10 @@ def zero_row(f: ndarray(), row: ti.i32):
 
 class SensorContact(NoState):
     """Penalty contact of the sensors' surface nodes with the colliders, the MPM material and
-    each other (stage ``grid_coupling``, after the colliders' grid conditions) into the FEM
-    contact-force rows (one per collider, one for the MPM material, one for sensor pairs), which
+    each other and with free rigid bodies (stage ``grid_coupling``, after the colliders' grid
+    conditions, before the rigid bodies' exchange, which adds the bodies' reaction) into the FEM
+    contact-force rows (one per collider, one for the MPM material, one for sensor pairs, one for
+    rigid bodies: the last), which
     the FEM step sums; the MPM material's reaction goes to the last grid velocity set
     (``grid_v[K] -> grid_v[K + 1]``). Sensor pairs find their candidates through a spatial hash
     of the surface triangles rebuilt every substep (cost linear in nodes and triangles)."""
@@ -310,8 +343,8 @@ class SensorContact(NoState):
 
     name = "sensor_contact"
 
-    def __init__(self, model: Model, colliders: ColliderCoupling, fem, mpm: MPMSolver):
-        self.colliders, self.fem, self.mpm = colliders, fem, mpm
+    def __init__(self, model: Model, colliders: ColliderCoupling, fem, mpm: MPMSolver, rigid=None):
+        self.colliders, self.fem, self.mpm, self.rigid = colliders, fem, mpm, rigid
         self.sensor_mount = arrays.upload(np.array([s.mount for s in model.sensors]), ti.i32)
         self.m_ref = max(m.density for m in model.materials) * model.config.dx**3
         self.dt = model.config.dt
@@ -339,13 +372,27 @@ class SensorContact(NoState):
 
     def stages(self) -> list[Stage]:
         # Kept (its forces and grid_v[K + 1] are in the kept sets) unless sensor pairs need the
-        # candidate lists of the substep being differentiated, which only a rerun rebuilds.
-        return [Stage("grid_coupling", self.forces, self.forces_adjoint, self.zero_mass_grad, kept=not self.pairs)]
+        # candidate lists of the substep being differentiated, which only a rerun rebuilds, or
+        # rigid bodies the reaction of that substep (their exchange reads it).
+        kept = not self.pairs and self.rigid is None
+        return [Stage("grid_coupling", self.forces, self.forces_adjoint, self.zero_mass_grad, kept=kept)]
 
     def zero_mass_grad(self, sub: Substep) -> None:
         """The grid momentum and mass adjoint this stage's adjoint adds to (the MPM grid update's
-        adjoint then adds its own)."""
+        adjoint then adds its own), and the bodies' reaction adjoints."""
         arrays.zero_array(self.mpm.grids_of(sub).mom_mass.grad)
+        if self.rigid is not None:
+            arrays.zero_array(self.rigid.ext_force.grad)
+            arrays.zero_array(self.rigid.ext_torque.grad)
+
+    def _body_args(self, sub: Substep) -> tuple:
+        fem, buf, rigid = self.fem, sub.state[self.fem.name], self.rigid
+        bodies = sub.state[rigid.name]
+        return (
+            buf.x, buf.v, sub.s_in, fem.surface_nodes, fem.node_sensor, fem.params, fem.node_volume, self.dt,
+            rigid.kinds, rigid.shape, rigid.mesh_sdf, bodies.pos, bodies.quat, bodies.lin, bodies.ang, rigid.com,
+            fem.n_rows - 1, fem.forces_of(sub).f_contact, rigid.ext_force, rigid.ext_torque,
+        )  # fmt: skip
 
     def _args(self, sub: Substep, c: int) -> tuple:
         col, fem, buf, ctrl = self.colliders, self.fem, sub.state[self.fem.name], sub.control
@@ -392,8 +439,14 @@ class SensorContact(NoState):
             self._build_hash(sub)
             zero_row(self.fem.forces_of(sub).f_contact, self.colliders.n_colliders + 1)
             sensor_pair_contact(*self._pair_args(sub))
+        if self.rigid is not None:
+            arrays.zero_array(self.rigid.ext_force)
+            arrays.zero_array(self.rigid.ext_torque)
+            sensor_body_contact(*self._body_args(sub))
 
     def forces_adjoint(self, sub: Substep) -> None:
+        if self.rigid is not None:
+            sensor_body_contact.grad(*self._body_args(sub))
         if self.pairs:  # the forward rerun before this adjoint built the hash of this substep
             sensor_pair_contact.grad(*self._pair_args(sub))
         sensor_mpm_contact.grad(*self._mpm_args(sub))

@@ -39,6 +39,9 @@ becomes (nearly) the collider's plus a push-out ``beta d_pen / dt`` (Baumgarte's
 beta = ``CONTACT_BIAS``): frictionless, unilateral through the penetration test. A tool pushes a
 floating body, a tank wall stops it, the floor carries it.
 
+FEM sensors touching a body (engine/coupling/sensors.py, earlier in the same phase) add their
+contact force and torque, as an impulse, to the right-hand side.
+
 Impermeability (stage ``particle_coupling``): particles found inside a body at its new pose are
 put back on its surface (:func:`project_out_body`), so no particle stays inside a body deeper
 than the rounding of the projection.
@@ -304,7 +307,8 @@ def contacts(
 def solve_and_move(
     pos: ndarray(), quat: ndarray(), lin: ndarray(), ang: ndarray(), s_in: ti.i32, s_out: ti.i32, com: ndarray(),
     unit_volume: ndarray(), unit_inertia: ndarray(), params: ndarray(), gravity: ti.math.vec3, dt: float,
-    A_vv: ndarray(), A_vw: ndarray(), A_ww: ndarray(), rhs_v: ndarray(), rhs_w: ndarray(),
+    ext_force: ndarray(), ext_torque: ndarray(), A_vv: ndarray(), A_vw: ndarray(), A_ww: ndarray(),
+    rhs_v: ndarray(), rhs_w: ndarray(),
 ):  # fmt: skip
     """Every body's new twist from its 6x6 exchange system, then its new pose (see the module
     docstring): state slot s_in -> s_out."""
@@ -325,8 +329,8 @@ def solve_and_move(
         P = m * ti.Matrix.identity(float, 3) + A_vv[b, r]
         Q = A_vw[b, r]
         S = I_world + A_ww[b, r]
-        r_v = m * v0 + rhs_v[b, r]
-        r_w = I_world @ w0 + rhs_w[b, r]
+        r_v = m * v0 + rhs_v[b, r] + ext_force[b, r] * dt
+        r_w = I_world @ w0 + rhs_w[b, r] + ext_torque[b, r] * dt
         P_inv = P.inverse()
         w1 = (S - Q.transpose() @ P_inv @ Q).inverse() @ (r_w - Q.transpose() @ (P_inv @ r_v))
         v1 = P_inv @ (r_v - Q @ w1)
@@ -455,6 +459,10 @@ class RigidSolver:
         self.samples = arrays.upload(padded, real, vec3)
         self.n_samples = arrays.upload(np.array([len(p) for p in samples]), ti.i32)
         self.blocks = [ti.ndarray(mat3, (B, nb), needs_grad=True) for _ in range(3)]
+        #: Force and torque on each body from FEM sensors during the substep (written by the
+        #: sensor contact, engine/coupling/sensors.py; zero without sensors).
+        self.ext_force = ti.ndarray(vec3, (B, nb), needs_grad=True)
+        self.ext_torque = ti.ndarray(vec3, (B, nb), needs_grad=True)
         self.rhs = [ti.ndarray(vec3, (B, nb), needs_grad=True) for _ in range(2)]
 
     # ------------------------------------------------------------------ driver contract
@@ -496,7 +504,7 @@ class RigidSolver:
         buf = sub.state[self.name]
         return (
             buf.pos, buf.quat, buf.lin, buf.ang, sub.s_in, sub.s_out, self.com, self.unit_volume,
-            self.unit_inertia, self.params, self.gravity, self.dt, *self._work(),
+            self.unit_inertia, self.params, self.gravity, self.dt, self.ext_force, self.ext_torque, *self._work(),
         )  # fmt: skip
 
     def _exchange_args(self, sub: Substep) -> tuple:
