@@ -10,7 +10,11 @@ substep, C the APIC affine velocity matrix ~ grad v):
 
 * ``fluid`` - weakly compressible liquid, Hu et al. 2018 (MLS-MPM, eq. for fluids):
   tau = K J (J - 1) I + J eta (C + C^T), with K = ``E`` the bulk modulus and eta the Newtonian
-  viscosity. J is advected as J <- J (1 + dt tr C). Water, milk and coffee are presets.
+  viscosity; the pressure is p = K (1 - J), with no clamp (J > 1 is tension). J is advected as
+  J <- J (1 + dt tr C), after the MPM solver has scaled it toward the particles' packing where
+  they pack denser than J says (the packing correction, engine/solvers/mpm_kernels.py). A
+  resting liquid starts hydrostatic with ``SceneBuilder.add_particles(..., hydrostatic=True)``
+  (engine/hydrostatic.py). Water, milk and coffee are presets.
 * ``elastic`` - compressible Neo-Hookean: tau = mu (F F^T - I) + lambda ln(J) I. No SVD is needed,
   so reverse-mode autodiff is exact and stable even for repeated singular values.
 * ``elastoplastic`` - von Mises (J2) plasticity in the elastic left Cauchy-Green tensor, Simo's

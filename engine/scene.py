@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from engine.config import SimConfig
+from engine.hydrostatic import hydrostatic_start
 from engine.materials import FLUID, RIGID, Material
 from engine.state import Model
 
@@ -41,6 +42,7 @@ class SceneBuilder:
         self._velocities: list[np.ndarray] = []
         self._material_ids: list[np.ndarray] = []
         self._volumes: list[np.ndarray] = []
+        self._J0: list[np.ndarray] = []
         self._body_ids: list[np.ndarray] = []
         self._n_bodies = 0
         self._colliders: list = []
@@ -63,6 +65,7 @@ class SceneBuilder:
         material: Material,
         spacing: float,
         velocity=(0.0, 0.0, 0.0),
+        hydrostatic: bool = False,
     ) -> range:
         """Add particles of one material; a ``rigid`` material makes them one rigid body.
 
@@ -71,6 +74,11 @@ class SceneBuilder:
             material: the material of all these particles.
             spacing: sampling spacing [m]; each particle's rest volume is spacing^3.
             velocity: initial velocity [m/s], (3,) or (n, 3).
+            hydrostatic: (liquids) start the particles as a body at rest in hydrostatic equilibrium
+                under the config's gravity (:func:`engine.hydrostatic.hydrostatic_start`): the free
+                surface is the top of these particles plus half a spacing, each particle gets
+                J0 = 1 - rho g d / K at its depth d below it and moves down by the compression of
+                the liquid beneath it. Otherwise J0 = 1.
 
         Returns:
             The index range of the new particles.
@@ -83,6 +91,11 @@ class SceneBuilder:
         if not (np.isfinite(spacing) and spacing > 0):
             raise ValueError(f"spacing must be > 0, got {spacing!r}")
         cfg = self.config
+        J0 = np.ones(len(points))
+        if hydrostatic:
+            if material.kind != FLUID:
+                raise ValueError(f"hydrostatic: material {material.name!r} is {material.model!r}, not a fluid")
+            points, J0 = hydrostatic_start(points, material.density, material.E, float(spacing), cfg.gravity)
         lo = cfg.boundary_cells * cfg.dx
         hi = cfg.domain_size - cfg.boundary_cells * cfg.dx
         outside = np.any((points < lo) | (points > hi), axis=1)
@@ -101,6 +114,7 @@ class SceneBuilder:
         self._velocities.append(velocity)
         self._material_ids.append(np.full(len(points), m_id, dtype=np.int32))
         self._volumes.append(np.full(len(points), float(spacing) ** 3))
+        self._J0.append(J0)
         if material.kind == RIGID:
             self._body_ids.append(np.full(len(points), self._n_bodies, dtype=np.int32))
             self._n_bodies += 1
@@ -182,4 +196,5 @@ class SceneBuilder:
             colliders=tuple(self._colliders),
             sensors=tuple(self._sensors),
             bodies=tuple(self._rigid),
+            J0=np.concatenate(self._J0),
         )

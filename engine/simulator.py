@@ -216,7 +216,7 @@ class Simulator:
             v=v,
             C=torch.zeros(B, N, 3, 3, dtype=dt),
             F=torch.eye(3, dtype=dt).expand(B, N, 3, 3).clone(),
-            J=torch.ones(B, N, dtype=dt),
+            J=torch.as_tensor(np.ones(N) if self.model.J0 is None else self.model.J0, dtype=dt).expand(B, N).clone(),
             collider_pose=pose,
             sensors=sensors,
             bodies=bodies,

@@ -40,6 +40,8 @@ class Model:
         colliders: kinematic colliders (engine.colliders.Collider).
         sensors: FEM elastomer sensors (engine.solvers.fem.Sensor), each mounted on a collider.
         bodies: free 6-DoF rigid bodies (engine.solvers.rigid.RigidBody), two-way coupled.
+        J0: (N,) initial volume ratio J of every particle (None: all 1), e.g. a liquid's
+            hydrostatic start (engine.hydrostatic).
     """
 
     config: SimConfig
@@ -55,6 +57,7 @@ class Model:
     colliders: tuple = ()
     sensors: tuple = ()
     bodies: tuple = ()
+    J0: np.ndarray | None = None
 
     @property
     def n_particles(self) -> int:

@@ -201,7 +201,7 @@ class FloatingBodiesTask(ParticleTask):
         drop = self.excluded_from_water(water)
         for body in bodies:
             drop |= shape.sdf(water - np.asarray(body.pose[:3]))[0] < 0.5 * spacing
-        builder.add_particles(water[~drop], TANK_WATER, spacing)
+        builder.add_particles(water[~drop], TANK_WATER, spacing, hydrostatic=True)
         for body in bodies:
             builder.add_rigid_body(body)
         paddle = Collider(

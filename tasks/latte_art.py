@@ -168,7 +168,7 @@ class LatteTask(ParticleTask):
         builder.add_collider(cup)
         bottom = (cx, cy, self._floor() + wall + 0.5 * spacing)
         coffee = sampling.cylinder(bottom, r_in - 0.75 * spacing, cfg.coffee_height - 0.5 * spacing, spacing)
-        builder.add_particles(coffee[self.keep_coffee(coffee)], COFFEE, spacing)
+        builder.add_particles(coffee[self.keep_coffee(coffee)], COFFEE, spacing, hydrostatic=True)
         model = builder.build()
         self._milk = torch.as_tensor(np.flatnonzero(model.material_id == model.materials.index(STEAMED_MILK)))
         return model
@@ -217,7 +217,7 @@ class LatteArt(LatteTask):
         px, py, pz = cfg.pitcher_pos
         bottom = (px, py, pz + wall + 0.5 * spacing)
         milk = sampling.cylinder(bottom, cfg.pitcher_radius - wall - 0.75 * spacing, cfg.milk_height, spacing)
-        builder.add_particles(milk, STEAMED_MILK, spacing)
+        builder.add_particles(milk, STEAMED_MILK, spacing, hydrostatic=True)
 
     def _lip(self, pose: np.ndarray) -> tuple[float, float]:
         """Pitcher tilt angle about y [rad] and world x of its pouring lip [m]."""

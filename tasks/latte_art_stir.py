@@ -99,7 +99,7 @@ class LatteArtStir(LatteTask):
         )
         bx, by, bz = self._blob()
         disk = sampling.cylinder((bx, by, bz + 0.5 * spacing), cfg.blob_radius, cfg.blob_thickness - spacing, spacing)
-        builder.add_particles(disk[self._outside_stirrer(disk)], STEAMED_MILK, spacing)
+        builder.add_particles(disk[self._outside_stirrer(disk)], STEAMED_MILK, spacing, hydrostatic=True)
 
     def _outside_stirrer(self, points: np.ndarray) -> np.ndarray:
         cfg: LatteArtStirConfig = self.config

@@ -144,8 +144,8 @@ class Mixing(ParticleTask):
         free = rod.sdf(liquid)[0] > 0.5 * spacing
         left = liquid[:, 0] < c
         builder = SceneBuilder(cfg.sim)
-        builder.add_particles(liquid[left & free], MIX_WATER, spacing)
-        builder.add_particles(liquid[~left & free], MIX_COFFEE, spacing)
+        builder.add_particles(liquid[left & free], MIX_WATER, spacing, hydrostatic=True)
+        builder.add_particles(liquid[~left & free], MIX_COFFEE, spacing, hydrostatic=True)
         builder.add_collider(rod)
         builder.add_collider(
             Collider(

@@ -102,7 +102,7 @@ class Pouring(ParticleTask):
         bottom = (cfg.source_pos[0], cfg.source_pos[1], cfg.source_pos[2] + wall + 0.5 * spacing)
         liquid = sampling.cylinder(bottom, inner - 0.75 * spacing, cfg.fill_height, spacing)
         builder = SceneBuilder(cfg.sim)
-        builder.add_particles(liquid, MILK, spacing)
+        builder.add_particles(liquid, MILK, spacing, hydrostatic=True)
         builder.add_collider(source)
         builder.add_collider(target)
         return builder.build()

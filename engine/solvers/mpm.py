@@ -3,9 +3,10 @@
 Hu et al. 2018 (MLS-MPM), Jiang et al. 2015 (APIC); the kernels are in
 :mod:`engine.solvers.mpm_kernels`. An MPM substep contributes three stages (engine/solvers/base.py):
 
-* ``to_grid``: constitutive update and affine matrices (one launch per material), particle
-  binning into x-slabs, the p2g scatter (slabs on the CPU, atomics otherwise), and the grid
-  update (momentum to velocity, gravity, domain walls) into ``grid_v[0]``;
+* ``to_grid``: particle binning into x-slabs, the packing correction of the liquid's J
+  (:class:`PackingCorrection`), constitutive update and affine matrices (one launch per
+  material), the p2g scatter (slabs on the CPU, atomics otherwise), and the grid update
+  (momentum to velocity, gravity, domain walls) into ``grid_v[0]``;
 * ``to_particles``: g2p (APIC) from the last grid velocity ``grid_v[K]`` (after K collider
   conditions, engine/coupling/colliders.py); it writes the new positions straight into the output slot,
   or, when later stages move particles (colliders, rigid bodies), into the position chain
@@ -31,6 +32,8 @@ import taichi as ti
 import torch
 
 from engine import arrays, runtime
+from engine.colliders import pack_colliders
+from engine.geometry.sdf import SHAPE_DIM
 from engine.materials import FLUID, N_PARAMS
 from engine.solvers import mpm_kernels as K
 from engine.solvers.base import Stage, Substep
@@ -94,6 +97,85 @@ class Grids:
             slab_start=ti.ndarray(ti.i32, (B, n // K.SLAB_WIDTH + 2)),
             slab_order=ti.ndarray(ti.i32, (B, N)),
         )
+
+
+class PackingCorrection:
+    """The packing correction of the liquid's J (engine/solvers/mpm_kernels.py, module docstring):
+    per substep, ``J_scale`` (B, N) from the particles' claimed volume on the grid (``packing``,
+    (B, n, n, n)) against each node's open fraction (``open_frac``, (K + 1, B, n, n, n): the
+    domain walls, then each collider). ``rate`` = 0 turns it off (J_scale stays 1). Its buffers
+    are working memory: the adjoint recomputes them from the substep's input."""
+
+    def __init__(self, model: Model, batch_size: int, material_groups):
+        real = runtime.real_dtype()
+        B, N, n = batch_size, model.n_particles, model.config.grid_res
+        self.fluid_groups = [(m_id, ids) for kind, m_id, ids in material_groups if kind == FLUID]
+        self.rate, self.slack = K.PACKING_RATE, K.PACKING_SLACK
+        self.J_scale = ti.ndarray(real, (B, N), needs_grad=True)  # its grad: the adjoint's scratch
+        self.J_scale.fill(1.0)
+        self.n_colliders = model.n_colliders
+        if not self.fluid_groups:
+            return
+        self.packing = ti.ndarray(real, (B, n, n, n), needs_grad=True)
+        self.open_frac = ti.ndarray(real, (self.n_colliders + 1, B, n, n, n), needs_grad=True)
+        packed = pack_colliders(model.colliders)
+        self.kinds = tuple(int(k) for k in packed.kinds)
+        table = np.zeros((max(self.n_colliders, 1), SHAPE_DIM))
+        table[: self.n_colliders] = packed.params
+        self.shape = arrays.upload(table, real, ti.types.vector(SHAPE_DIM, real))
+        self.mesh_sdf = arrays.upload(np.asarray(packed.mesh_sdf, dtype=np.float64), real)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.fluid_groups) and self.rate > 0.0
+
+    def forward(self, mpm: MPMSolver, sub: Substep, grids: Grids) -> None:
+        """J_scale for the substep's input state (the particles' bins in ``grids`` are current)."""
+        if not self.active:
+            return
+        buf, s_in = sub.state[mpm.name], sub.s_in
+        K.zero_grid(self.packing)
+        if mpm.slabs:
+            for colour in (0, 1):
+                K.deposit_packing_slabs(
+                    buf.x, buf.J, s_in, mpm.volume, self.packing, mpm.inv_dx, grids.slab_start, grids.slab_order,
+                    colour,
+                )  # fmt: skip
+        else:
+            K.deposit_packing(buf.x, buf.J, s_in, mpm.volume, self.packing, mpm.inv_dx)
+        K.open_fraction_walls(self.open_frac, mpm.boundary_cells, self.packing, self.slack, grids.slab_start)
+        ctrl = sub.control
+        for c in range(self.n_colliders):
+            K.open_fraction(
+                self.open_frac, c, self.kinds[c], self.shape, ctrl.pos, ctrl.quat, self.mesh_sdf, sub.g, mpm.dx,
+                self.packing, self.slack, grids.slab_start,
+            )  # fmt: skip
+        for _, ids in self.fluid_groups:
+            K.packing_scale(
+                buf.x, s_in, ids, self.packing, self.open_frac, self.n_colliders, self.J_scale, mpm.inv_dx,
+                self.slack, self.rate,
+            )  # fmt: skip
+
+    def adjoint(self, mpm: MPMSolver, sub: Substep, grids: Grids) -> None:
+        """Adjoint of :meth:`forward` from ``J_scale.grad`` (written by the fluid stress adjoint):
+        adds to the input slot's x and J adjoints and to the collider pose adjoints."""
+        if not self.active:
+            return
+        buf, s_in = sub.state[mpm.name], sub.s_in
+        K.zero_grid(self.packing.grad)
+        arrays.zero_array(self.open_frac.grad)
+        for _, ids in self.fluid_groups:
+            K.packing_scale_adjoint(
+                buf.x, s_in, ids, self.packing, self.open_frac, self.n_colliders, self.J_scale.grad,
+                self.packing.grad, self.open_frac.grad, buf.x.grad, mpm.inv_dx, self.slack, self.rate,
+            )  # fmt: skip
+        K.deposit_packing_adjoint(buf.x, buf.J, s_in, mpm.volume, self.packing.grad, buf.x.grad, buf.J.grad, mpm.inv_dx)
+        ctrl = sub.control
+        for c in reversed(range(self.n_colliders)):
+            K.open_fraction.grad(
+                self.open_frac, c, self.kinds[c], self.shape, ctrl.pos, ctrl.quat, self.mesh_sdf, sub.g, mpm.dx,
+                self.packing, self.slack, grids.slab_start,
+            )  # fmt: skip
 
 
 class MPMSolver:
@@ -164,6 +246,7 @@ class MPMSolver:
         self.x_chain = ti.ndarray(ti.types.vector(3, real), (n_projections + 1, B, N), needs_grad=True)
         self.v_free = ti.ndarray(ti.types.vector(3, real), (1, B, N), needs_grad=True) if staged_v else None
         self.status_flags = ti.ndarray(ti.i32, (B,))
+        self.packing = PackingCorrection(model, B, self.material_groups)
 
     # ------------------------------------------------------------------ driver contract
     def stages(self) -> list[Stage]:
@@ -210,14 +293,16 @@ class MPMSolver:
         grids = self.grids_of(sub)
         if not grids.zeroed:
             K.zero_grid(grids.mom_mass)
+        # Bin the particles into x-slabs (the bins also serve the packing correction, the grid
+        # kernels and the g2p adjoint of this substep); correct the liquid's J for its packing,
+        # update the stresses, then scatter momentum and mass.
+        K.bin_particles(buf.x, s_in, self.inv_dx, grids.slab_start, self.slab_rank, grids.slab_order)
+        self.packing.forward(self, sub, grids)
         for kind, m_id, particles in self.material_groups:
             K.stress(
-                buf.C, buf.F, buf.J, s_in, s_out, kind, m_id, particles, self.volume, self.params,
-                grids.affine, self.dt, self.inv_dx,
+                buf.C, buf.F, buf.J, self.packing.J_scale, s_in, s_out, kind, m_id, particles, self.volume,
+                self.params, grids.affine, self.dt, self.inv_dx,
             )  # fmt: skip
-        # Bin the particles into x-slabs (the bins also serve the grid kernels and the g2p
-        # adjoint of this substep), then scatter their momentum and mass.
-        K.bin_particles(buf.x, s_in, self.inv_dx, grids.slab_start, self.slab_rank, grids.slab_order)
         particles_in = (buf.x, buf.v, s_in, self.material_id, self.volume, self.params, grids.affine)
         if self.slabs:
             for colour in (0, 1):
@@ -283,17 +368,20 @@ class MPMSolver:
         )  # fmt: skip
         if sub.need_params:
             K.density_grad(self.material_id, self.volume, self.mass_grad, self.params.grad)
+        packing = self.packing
+        packing.forward(self, sub, grids)  # J_scale of this substep (working memory)
         for kind, m_id, particles in self.material_groups:
             if kind == FLUID:
                 K.stress_adjoint_fluid(
-                    buf.C, buf.J, s_in, s_out, m_id, particles, self.volume, self.params, work.affine.grad,
-                    self.params.grad, self.dt, self.inv_dx, sub.need_params,
+                    buf.C, buf.J, packing.J_scale, s_in, s_out, m_id, particles, self.volume, self.params,
+                    work.affine.grad, packing.J_scale.grad, self.params.grad, self.dt, self.inv_dx, sub.need_params,
                 )  # fmt: skip
             else:
                 K.stress.grad(
-                    buf.C, buf.F, buf.J, s_in, s_out, kind, m_id, particles, self.volume, self.params,
-                    work.affine, self.dt, self.inv_dx,
+                    buf.C, buf.F, buf.J, packing.J_scale, s_in, s_out, kind, m_id, particles, self.volume,
+                    self.params, work.affine, self.dt, self.inv_dx,
                 )  # fmt: skip
+        packing.adjoint(self, sub, grids)
 
     def begin_backward(self, tape_grids: list[Grids]) -> None:
         """Zero the parameter adjoints and the grid velocity adjoints (then kept zero by

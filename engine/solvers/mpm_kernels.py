@@ -19,13 +19,47 @@ Conventions:
   which took ~0.9x the time of 3-vectors). Node (i, j, k) sits at (i, j, k) * dx.
   ``grid_v[c]`` is the velocity after gravity, walls and the first c collider conditions; g2p
   reads the last one.
+
+Packing correction of the liquid's J. The weakly compressible liquid's J is advected as
+J <- J (1 + dt tr C), and nothing ties it to where the particles are: where a collider's
+projection puts particles back on its surface, or where the grid's divergence is not the
+particles' (sub-cell rearrangement), particles pack above their rest density while J stays,
+and the liquid loses volume at no pressure cost. Before the constitutive update each liquid
+particle's J is therefore scaled by ``J_scale[b, p]`` from the packing of the particles on the
+grid, the density estimate of MPM (Stomakhin et al. 2013, "A material point method for snow
+simulation", Sec. 4: rho_i = sum_p w_ip m_p / dx^3 on the grid, interpolated back): the volume
+the particles claim, D_i = sum_p w_ip V0_p J_p / dx^3 (:func:`deposit_packing`), is compared with
+the node's open fraction O_i, the B-spline-weighted fraction of its support outside the colliders
+and the domain walls (:func:`open_fraction_walls`, :func:`open_fraction`; each wall a half-space
+at the node's signed distance, fractions multiplied). Where the claim exceeds the room by more
+than ``PACKING_SLACK`` the particles are packed denser than their J says, and
+``J_scale = 1 - PACKING_RATE eps / (1 + eps)`` with eps = sum_i w_ip r(D_i - O_i) (r a C2 ramp
+starting at the slack) relaxes J toward the packing (:func:`packing_scale`), one substep at a
+time, the grid-density correction of FLIP/MPM liquids (Kugelstadt et al. 2019, "Implicit density
+projection for volume conserving liquids", IEEE TVCG: grid density from the particles, a
+correction where it exceeds the rest density). Only over-packing is corrected: free surfaces and
+spray underfill their nodes by construction, so under-packing there is not a measurement of J.
+The open fraction depends on the collider poses, so the correction is differentiable in them
+(Taichi's reverse mode of :func:`open_fraction`); the deposit and the correction have
+hand-written adjoints. The correction bounds the packing; it does not remove what drives liquid
+into a collider: the grid condition (engine/coupling/colliders.py) acts on nodes inside the
+collider only, and the liquid's pressure at a wall that lies between nodes accelerates the first
+free nodes into it (benchmarks/liquid_rest.py measures the consequences).
 """
 
 import taichi as ti
 
-from engine.materials import N_PARAMS, P_DENSITY, P_E, P_VISCOSITY, kirchhoff_stress
+from engine.geometry.sdf import sdf_world
+from engine.materials import FLUID, N_PARAMS, P_DENSITY, P_E, P_VISCOSITY, kirchhoff_stress
 
 ndarray = ti.types.ndarray
+
+#: Over-packing, as a fraction of a node's open volume, that the packing correction tolerates
+#: (particle-scale packing noise of a liquid in motion is below it).
+PACKING_SLACK = 0.02
+#: Fraction of the over-packing removed from J per substep (the explicit substep resolves the
+#: acoustic time dx / c in about two substeps, so J relaxes over ~10 acoustic times).
+PACKING_RATE = 0.05
 
 
 @ti.func
@@ -103,6 +137,7 @@ def stress(
     C: ndarray(),
     F: ndarray(),
     J: ndarray(),
+    J_scale: ndarray(),
     s_in: ti.i32,
     s_out: ti.i32,
     kind: ti.template(),
@@ -117,12 +152,16 @@ def stress(
     """Constitutive update of every particle and its MLS-MPM affine momentum matrix
     ``affine = -dt V0 (4/dx^2) tau + m C`` (Hu et al. 2018, eq. 29 with APIC), written to
     ``affine[b, p]``, for the particles ``particles`` of material ``m_id`` (model ``kind``). One
-    launch per material, kept apart from the scatter: each kernel's adjoint stays small."""
+    launch per material, kept apart from the scatter: each kernel's adjoint stays small. A
+    liquid's J is first scaled by ``J_scale[b, p]`` (the packing correction, module docstring)."""
     for b, q in ti.ndrange(C.shape[1], particles.shape[0]):
         p = particles[q]
         row = ti.Vector([params[b, m_id, r] for r in ti.static(range(N_PARAMS))])
         Cp = C[s_in, b, p]
-        tau, F_new, J_new = kirchhoff_stress(kind, F[s_in, b, p], J[s_in, b, p], Cp, row, dt)
+        Jp = J[s_in, b, p]
+        if ti.static(kind == FLUID):
+            Jp = Jp * J_scale[b, p]
+        tau, F_new, J_new = kirchhoff_stress(kind, F[s_in, b, p], Jp, Cp, row, dt)
         F[s_out, b, p] = F_new
         J[s_out, b, p] = J_new
         V0 = volume[p]
@@ -133,6 +172,7 @@ def stress(
 def stress_adjoint_fluid(
     C: ndarray(),
     J: ndarray(),
+    J_scale: ndarray(),
     s_in: ti.i32,
     s_out: ti.i32,
     m_id: ti.i32,
@@ -140,29 +180,33 @@ def stress_adjoint_fluid(
     volume: ndarray(),
     params: ndarray(),
     affine_grad: ndarray(),
+    J_scale_grad: ndarray(),
     params_grad: ndarray(),
     dt: float,
     inv_dx: float,
     need_params: ti.template(),
 ):
     """Hand-written adjoint of :func:`stress` for the fluid model (materials.kirchhoff_stress):
-    with J' = J (1 + dt tr C), tau = E J' (J' - 1) I + eta J' (C + C^T) and
-    A = k tau + V0 rho C (k = -4 dt V0 / dx^2), from A_bar and J'_bar:
+    with J0 = s J (s = ``J_scale``), J' = J0 (1 + dt tr C), tau = E J' (J' - 1) I + eta J' (C + C^T)
+    and A = k tau + V0 rho C (k = -4 dt V0 / dx^2), from A_bar and J'_bar:
     tau_bar = k A_bar; J'_bar += E (2 J' - 1) tr(tau_bar) + eta tau_bar : (C + C^T);
-    C_bar += V0 rho A_bar + eta J' (tau_bar + tau_bar^T) + dt J J'_bar I; J_bar += (1 + dt tr C) J'_bar;
+    C_bar += V0 rho A_bar + eta J' (tau_bar + tau_bar^T) + dt J0 J'_bar I; J0_bar = (1 + dt tr C) J'_bar,
+    J_bar = s J0_bar and s_bar = J J0_bar (written to ``J_scale_grad``);
     and, with ``need_params``, E_bar = J' (J' - 1) tr(tau_bar), eta_bar = J' tau_bar : (C + C^T),
     rho_bar = V0 A_bar : C (atomic adds). Taichi's generated adjoint of the same kernel took ~2.5x
     the forward; this one is one pass over the particles' state.
 
     It *writes* the adjoints of C and J in slot s_in: it is their only writer in a substep's
-    adjoint (see Simulator._substep_backward), so they need no zeroing beforehand. F (copied
-    unchanged by the fluid model) has a zero adjoint for fluid particles: nothing reads it, and
-    the rollout's output F takes no gradient (RolloutFunction), so it is not propagated."""
+    adjoint (see Simulator._substep_backward) before :func:`deposit_packing_adjoint` adds to J's,
+    so they need no zeroing beforehand. F (copied unchanged by the fluid model) has a zero adjoint
+    for fluid particles: nothing reads it, and the rollout's output F takes no gradient
+    (RolloutFunction), so it is not propagated."""
     for b, q in ti.ndrange(C.shape[1], particles.shape[0]):
         p = particles[q]
         E, eta, rho = params[b, m_id, P_E], params[b, m_id, P_VISCOSITY], params[b, m_id, P_DENSITY]
         Cp = C[s_in, b, p]
-        Jp = J[s_in, b, p]
+        scale = J_scale[b, p]
+        Jp = J[s_in, b, p] * scale
         growth = 1.0 + dt * Cp.trace()
         J_new = Jp * growth
         strain_rate = Cp + Cp.transpose()
@@ -174,7 +218,8 @@ def stress_adjoint_fluid(
         J_new_bar = J.grad[s_out, b, p] + E * (2.0 * J_new - 1.0) * tr_tau_bar + eta * tau_bar_rate
         C_bar = (V0 * rho) * A_bar + (eta * J_new) * (tau_bar + tau_bar.transpose())
         C.grad[s_in, b, p] = C_bar + (dt * Jp * J_new_bar) * ti.Matrix.identity(float, 3)
-        J.grad[s_in, b, p] = growth * J_new_bar
+        J.grad[s_in, b, p] = scale * growth * J_new_bar
+        J_scale_grad[b, p] = J[s_in, b, p] * growth * J_new_bar
         if ti.static(need_params):
             params_grad[b, m_id, P_E] += J_new * (J_new - 1.0) * tr_tau_bar
             params_grad[b, m_id, P_VISCOSITY] += J_new * tau_bar_rate
@@ -717,6 +762,232 @@ def g2p_adjoint_slabs(
                 b, p, x, s_in, v_out, v_out_grad, s_v, C_out_grad, s_C, x_out_grad, s_x, grid_v,
                 grid_v_grad, g_final, x_grad, dt, inv_dx, lo, hi, False,
             )  # fmt: skip
+
+
+# Packing correction of the liquid's J (module docstring). Forward: deposit_packing (or its slab
+# form), open_fraction_walls and one open_fraction per collider, then packing_scale per liquid
+# material, before stress. Adjoint, after the stress adjoints: packing_scale_adjoint,
+# deposit_packing_adjoint, then open_fraction.grad per collider in reverse order.
+
+
+@ti.func
+def spline_cdf(t):
+    """Integral of the quadratic B-spline kernel from -inf to t (in cells): the fraction of a
+    node's support (along one axis) on the far side of a plane at signed distance -t."""
+    u = ti.math.clamp(t, -1.5, 1.5)
+    out = 0.0
+    if u < -0.5:
+        out = (1.5 + u) ** 3 / 6.0
+    elif u < 0.5:
+        out = 0.5 + 0.75 * u - u**3 / 3.0
+    else:
+        out = 1.0 - (1.5 - u) ** 3 / 6.0
+    return out
+
+
+@ti.func
+def _excess_ramp(e, slack):
+    """r(e) and dr/de: 0 up to ``slack``; with u = (e - slack) / slack, slack (u^3 - u^4 / 2) up to
+    2 slack (r' a smoothstep), then e - 3 slack / 2. C2, so central differences across the onset
+    stay second order (the gradient tests)."""
+    u = (e - slack) / slack
+    r, dr = 0.0, 0.0
+    if u >= 1.0:
+        r, dr = e - 1.5 * slack, 1.0
+    elif u > 0.0:
+        r, dr = slack * u * u * u * (1.0 - 0.5 * u), u * u * (3.0 - 2.0 * u)
+    return r, dr
+
+
+@ti.func
+def _deposit_particle(b, p, x: ti.template(), J: ti.template(), s_in, volume: ti.template(),
+                      packing: ti.template(), inv_dx, atomic: ti.template()):  # fmt: skip
+    """packing[b, node] += w V0 J / dx^3 over the particle's 27 nodes."""
+    base, fx = stencil(x[s_in, b, p], inv_dx)
+    N, _ = axis_weights(fx)
+    q = volume[p] * J[s_in, b, p] * inv_dx * inv_dx * inv_dx
+    for i in ti.static(range(3)):
+        for j in ti.static(range(3)):
+            w_ij = N[0, i] * N[1, j] * q
+            for k in ti.static(range(3)):
+                _scatter_add(packing, b, base + ti.Vector([i, j, k]), w_ij * N[2, k], atomic)
+
+
+@ti.kernel
+def deposit_packing(x: ndarray(), J: ndarray(), s_in: ti.i32, volume: ndarray(), packing: ndarray(), inv_dx: float):
+    """The volume the particles claim on the grid, ``packing[b, i, j, k] += sum_p w_ip V0_p J_p /
+    dx^3`` (a fraction of the node's cell volume; 1 where the material at J fills it), atomic adds."""
+    for b, p in ti.ndrange(x.shape[1], x.shape[2]):
+        _deposit_particle(b, p, x, J, s_in, volume, packing, inv_dx, True)
+
+
+@ti.kernel
+def deposit_packing_slabs(
+    x: ndarray(), J: ndarray(), s_in: ti.i32, volume: ndarray(), packing: ndarray(), inv_dx: float,
+    slab_start: ndarray(), order: ndarray(), colour: ti.i32,
+):  # fmt: skip
+    """:func:`deposit_packing` for the slabs of one colour (see :func:`bin_particles`), plain adds."""
+    for t in range(_slab_tasks(slab_start)):
+        b, lo, hi = _slab_task(slab_start, t, colour)
+        for q in range(lo, hi):
+            _deposit_particle(b, order[b, q], x, J, s_in, volume, packing, inv_dx, False)
+
+
+@ti.kernel
+def deposit_packing_adjoint(
+    x: ndarray(), J: ndarray(), s_in: ti.i32, volume: ndarray(), packing_grad: ndarray(), x_grad: ndarray(),
+    J_grad: ndarray(), inv_dx: float,
+):  # fmt: skip
+    """Adjoint of :func:`deposit_packing`, one particle per iteration (a gather): with D_bar the
+    node adjoints and q = V0 J / dx^3, J_bar += (V0 / dx^3) sum w D_bar and
+    x_bar += (q / dx) sum grad(w) D_bar, added to ``J_grad[s_in]`` and ``x_grad[s_in]``."""
+    for b, p in ti.ndrange(x.shape[1], x.shape[2]):
+        base, fx = stencil(x[s_in, b, p], inv_dx)
+        N, dN = axis_weights(fx)
+        rest = volume[p] * inv_dx * inv_dx * inv_dx
+        w_sum = 0.0
+        fx_bar = ti.Vector.zero(float, 3)
+        for i in ti.static(range(3)):
+            for j in ti.static(range(3)):
+                for k in ti.static(range(3)):
+                    g = packing_grad[b, base[0] + i, base[1] + j, base[2] + k]
+                    w_sum += N[0, i] * N[1, j] * N[2, k] * g
+                    fx_bar += g * ti.Vector(
+                        [dN[0, i] * N[1, j] * N[2, k], N[0, i] * dN[1, j] * N[2, k], N[0, i] * N[1, j] * dN[2, k]]
+                    )
+        Jp = J[s_in, b, p]
+        J_grad[s_in, b, p] = J_grad[s_in, b, p] + rest * w_sum
+        x_grad[s_in, b, p] = x_grad[s_in, b, p] + (rest * Jp * inv_dx) * fx_bar
+
+
+@ti.kernel
+def open_fraction_walls(
+    open_frac: ndarray(), bound: ti.i32, packing: ndarray(), slack: float, slab_start: ndarray()
+):  # fmt: skip
+    """``open_frac[0]``: the fraction of each node's support inside the domain walls' box
+    [bound, n - bound]^3 (in nodes), where the particles claim more than ``slack`` of the node
+    (``packing``; elsewhere the correction does not read it) on the planes in use
+    (:func:`_plane_in_use`)."""
+    n = open_frac.shape[2]
+    for b, i, j in ti.ndrange(open_frac.shape[1], n, n):
+        if _plane_in_use(slab_start, b, i):
+            for k in range(n):
+                if packing[b, i, j, k] <= slack:
+                    continue
+                node = ti.Vector([i, j, k])
+                f = 1.0
+                for a in ti.static(range(3)):
+                    f *= (1.0 - spline_cdf(bound - node[a])) * (1.0 - spline_cdf(node[a] - (n - bound)))
+                open_frac[0, b, i, j, k] = f
+
+
+@ti.kernel
+def open_fraction(
+    open_frac: ndarray(),
+    c: ti.i32,
+    kind: ti.template(),
+    collider_shape: ndarray(),
+    collider_pos: ndarray(),
+    collider_quat: ndarray(),
+    mesh_sdf: ndarray(),
+    g: ti.i32,
+    dx: float,
+    packing: ndarray(),
+    slack: float,
+    slab_start: ndarray(),
+):
+    """``open_frac[c + 1] = open_frac[c] (1 - S)`` with S = spline_cdf(-d / dx) the fraction of
+    the node's support inside collider c (of shape ``kind``, pose at the start of substep g),
+    d the node's signed distance to it, at the nodes :func:`open_fraction_walls` fills.
+    Differentiated by Taichi's reverse mode (``open_fraction.grad`` adds to the collider pose
+    adjoints)."""
+    for b, i, j in ti.ndrange(open_frac.shape[1], open_frac.shape[2], open_frac.shape[3]):
+        if _plane_in_use(slab_start, b, i):
+            for k in range(open_frac.shape[4]):
+                if packing[b, i, j, k] > slack:
+                    p = ti.Vector([i, j, k]) * dx
+                    pos, quat = collider_pos[g, b, c], collider_quat[g, b, c]
+                    res = sdf_world(kind, collider_shape[c], pos, quat, p, mesh_sdf)
+                    open_frac[c + 1, b, i, j, k] = open_frac[c, b, i, j, k] * (1.0 - spline_cdf(-res[0] / dx))
+
+
+@ti.kernel
+def packing_scale(
+    x: ndarray(),
+    s_in: ti.i32,
+    particles: ndarray(),
+    packing: ndarray(),
+    open_frac: ndarray(),
+    c_open: ti.i32,
+    J_scale: ndarray(),
+    inv_dx: float,
+    slack: float,
+    rate: float,
+):
+    """``J_scale[b, p] = 1 - rate eps / (1 + eps)``, eps = sum_i w_ip r(D_i - O_i), for the
+    particles ``particles`` (D = ``packing``, O = ``open_frac[c_open]``; r: :func:`_excess_ramp`)."""
+    for b, q in ti.ndrange(x.shape[1], particles.shape[0]):
+        p = particles[q]
+        base, fx = stencil(x[s_in, b, p], inv_dx)
+        N, _ = axis_weights(fx)
+        eps = 0.0
+        for i in ti.static(range(3)):
+            for j in ti.static(range(3)):
+                for k in ti.static(range(3)):
+                    node = base + ti.Vector([i, j, k])
+                    e = packing[b, node[0], node[1], node[2]] - open_frac[c_open, b, node[0], node[1], node[2]]
+                    r, _ = _excess_ramp(e, slack)
+                    eps += N[0, i] * N[1, j] * N[2, k] * r
+        J_scale[b, p] = 1.0 - rate * eps / (1.0 + eps)
+
+
+@ti.kernel
+def packing_scale_adjoint(
+    x: ndarray(),
+    s_in: ti.i32,
+    particles: ndarray(),
+    packing: ndarray(),
+    open_frac: ndarray(),
+    c_open: ti.i32,
+    J_scale_grad: ndarray(),
+    packing_grad: ndarray(),
+    open_frac_grad: ndarray(),
+    x_grad: ndarray(),
+    inv_dx: float,
+    slack: float,
+    rate: float,
+):
+    """Adjoint of :func:`packing_scale`: eps_bar = -rate s_bar / (1 + eps)^2; each node gets
+    w r'(e) eps_bar into ``packing_grad`` and minus that into ``open_frac_grad[c_open]`` (atomic
+    adds), and x_bar += (eps_bar / dx) sum grad(w) r(e) is added to ``x_grad[s_in]``."""
+    for b, q in ti.ndrange(x.shape[1], particles.shape[0]):
+        p = particles[q]
+        base, fx = stencil(x[s_in, b, p], inv_dx)
+        N, dN = axis_weights(fx)
+        eps = 0.0
+        for i in ti.static(range(3)):
+            for j in ti.static(range(3)):
+                for k in ti.static(range(3)):
+                    node = base + ti.Vector([i, j, k])
+                    e = packing[b, node[0], node[1], node[2]] - open_frac[c_open, b, node[0], node[1], node[2]]
+                    r, _ = _excess_ramp(e, slack)
+                    eps += N[0, i] * N[1, j] * N[2, k] * r
+        eps_bar = -rate * J_scale_grad[b, p] / ((1.0 + eps) * (1.0 + eps))
+        fx_bar = ti.Vector.zero(float, 3)
+        for i in ti.static(range(3)):
+            for j in ti.static(range(3)):
+                for k in ti.static(range(3)):
+                    node = base + ti.Vector([i, j, k])
+                    e = packing[b, node[0], node[1], node[2]] - open_frac[c_open, b, node[0], node[1], node[2]]
+                    r, dr = _excess_ramp(e, slack)
+                    if dr > 0.0:
+                        e_bar = N[0, i] * N[1, j] * N[2, k] * dr * eps_bar
+                        packing_grad[b, node[0], node[1], node[2]] += e_bar
+                        open_frac_grad[c_open, b, node[0], node[1], node[2]] -= e_bar
+                        fx_bar += (eps_bar * r) * ti.Vector(
+                            [dN[0, i] * N[1, j] * N[2, k], N[0, i] * dN[1, j] * N[2, k], N[0, i] * N[1, j] * dN[2, k]]
+                        )
+        x_grad[s_in, b, p] = x_grad[s_in, b, p] + inv_dx * fx_bar
 
 
 @ti.kernel
