@@ -82,17 +82,31 @@ class Collider:
         shape: a :class:`engine.geometry.Shape`.
         pose: initial pose ``(x, y, z, qw, qx, qy, qz)``; the quaternion is normalized.
         boundary: the :class:`BoundaryCondition` of the grid velocity inside the collider.
+        solid: whether the collider takes part in contact between kinematic colliders
+            (:mod:`engine.coupling.kinematic`): its commanded motion stops at contact with the
+            other solid colliders and at the domain walls, and it stops theirs. A collider with
+            ``solid=False`` passes through everything (its grid boundary condition still acts).
+        contact_group: colliders that share a non-zero group never stop each other (the fingers
+            of one gripper, a tool and its mount); 0 (the default) is no group.
     """
 
     shape: Shape
     pose: tuple[float, ...] = (0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0)
     boundary: BoundaryCondition = field(default_factory=BoundaryCondition)
+    solid: bool = True
+    contact_group: int = 0
 
     def __post_init__(self):
         if not isinstance(self.shape, Shape):
             raise ValueError(f"Collider.shape must be a Shape, got {type(self.shape).__name__}")
         if not isinstance(self.boundary, BoundaryCondition):
             raise ValueError(f"Collider.boundary must be a BoundaryCondition, got {type(self.boundary).__name__}")
+        if not isinstance(self.solid, bool | np.bool_):
+            raise ValueError(f"Collider.solid must be a bool, got {self.solid!r}")
+        if isinstance(self.contact_group, bool) or not isinstance(self.contact_group, int | np.integer):
+            raise ValueError(f"Collider.contact_group must be an int, got {self.contact_group!r}")
+        object.__setattr__(self, "solid", bool(self.solid))
+        object.__setattr__(self, "contact_group", int(self.contact_group))
         object.__setattr__(self, "pose", geometry.normalize_pose(self.pose, "Collider.pose"))
 
     @property

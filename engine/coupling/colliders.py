@@ -28,6 +28,7 @@ import torch
 
 from engine import arrays, runtime
 from engine.colliders import SLIP, STICKY, pack_colliders
+from engine.coupling.kinematic import KinematicContact
 from engine.geometry.pose import integrate_poses
 from engine.geometry.sdf import SHAPE_DIM, sdf_world
 from engine.solvers.base import NoState, Stage, Substep
@@ -165,6 +166,8 @@ class ColliderCoupling(NoState):
         self.contact = arrays.upload(contact, real, ti.types.vector(2, real))
         self.mesh_sdf = arrays.upload(np.asarray(packed.mesh_sdf, dtype=np.float64), real)
         self._controls: dict[tuple, ColliderControl] = {}
+        #: Contact between the colliders and with the domain walls (engine.coupling.kinematic).
+        self.kinematic = KinematicContact(model.colliders, model.config, runtime.torch_dtype()) if K else None
 
     # ------------------------------------------------------------------ driver contract
     def stages(self) -> list[Stage]:
@@ -180,7 +183,9 @@ class ColliderCoupling(NoState):
         """Collider pose at every substep boundary ``(n_sub + 1, B, K', 7)`` and velocity during
         every substep ``(n_sub + 1, B, K', 6)`` from the start poses ``(B, K, 7)`` and the
         control ``(T, B, K, 6)`` (differentiable torch; K' = max(K, 1), an identity row
-        without colliders)."""
+        without colliders). The commanded motion is stopped at contact between solid colliders
+        and at the domain walls (:class:`engine.coupling.kinematic.KinematicContact`); without
+        contact the trajectory is the commanded one, bit for bit."""
         B, K, dt = self.batch_size, self.n_colliders, runtime.torch_dtype()
         n_sub = control.shape[0] * self.substeps
         if K == 0:
@@ -189,7 +194,7 @@ class ColliderCoupling(NoState):
             return pose, torch.zeros(n_sub + 1, B, 1, 6, dtype=dt)
         padded = torch.cat([control, control[-1:]], dim=0)
         poses, vels = integrate_poses(pose0, padded, self.dt, self.substeps)
-        return poses[: n_sub + 1], vels[: n_sub + 1]
+        return self.kinematic.resolve(poses[: n_sub + 1], vels[: n_sub + 1])
 
     def control_arrays(self, pose: torch.Tensor, vel: torch.Tensor, needs_grad: bool) -> "ColliderControl":
         """The control arrays holding ``pose``, ``vel``: kept per shape and reused (allocating
