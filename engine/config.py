@@ -29,6 +29,11 @@ class SimConfig:
             ``[boundary_cells*dx, domain_size - boundary_cells*dx]``.
         max_speed: a particle faster than this [m/s] counts as a blow-up; None means the CFL
             speed dx/dt (a particle crossing a whole cell per substep).
+        packing_rate: fraction of a liquid's over-packing removed from its J per substep (the
+            packing correction of engine/solvers/mpm_kernels.py), in [0, 1); 0 (the default)
+            turns it off. 0.05 bounds the volume a liquid loses against colliders, but shifts a
+            resting column's pressure by 3-4 % and depends on where a wall lies between grid
+            nodes (benchmarks/validation.py, case ``hydrostatic``).
     """
 
     grid_res: int = 64
@@ -38,6 +43,7 @@ class SimConfig:
     gravity: tuple[float, float, float] = (0.0, 0.0, -9.81)
     boundary_cells: int = 3
     max_speed: float | None = None
+    packing_rate: float = 0.0
 
     def __post_init__(self):
         if not isinstance(self.grid_res, int) or self.grid_res < 8:
@@ -55,6 +61,9 @@ class SimConfig:
             _finite("gravity", g)
         if not isinstance(self.boundary_cells, int) or not 1 <= self.boundary_cells < self.grid_res // 4:
             raise ValueError(f"boundary_cells must be an int in [1, grid_res/4), got {self.boundary_cells!r}")
+        _finite("packing_rate", self.packing_rate)
+        if not 0.0 <= self.packing_rate < 1.0:
+            raise ValueError(f"packing_rate must be in [0, 1), got {self.packing_rate!r}")
         if self.max_speed is not None:
             _finite("max_speed", self.max_speed)
             if self.max_speed <= 0:

@@ -110,7 +110,7 @@ def test_resting_layer_stays_still_and_keeps_its_volume(runtime):
 def piled_scene(scatter: str = "auto") -> Simulator:
     """Water falling onto a box collider's top (between grid nodes), which the
     control moves: particles are projected onto its surface and pack above their J."""
-    config = SimConfig(grid_res=16, dt=5e-4, substeps=3)
+    config = SimConfig(grid_res=16, dt=5e-4, substeps=3, packing_rate=0.05)
     spacing = config.dx / 2
     builder = SceneBuilder(config)
     points = sampling.box((0.38, 0.38, 0.33), (0.56, 0.56, 0.42), spacing)

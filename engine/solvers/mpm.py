@@ -110,7 +110,7 @@ class PackingCorrection:
         real = runtime.real_dtype()
         B, N, n = batch_size, model.n_particles, model.config.grid_res
         self.fluid_groups = [(m_id, ids) for kind, m_id, ids in material_groups if kind == FLUID]
-        self.rate, self.slack = K.PACKING_RATE, K.PACKING_SLACK
+        self.rate, self.slack = model.config.packing_rate, K.PACKING_SLACK
         self.J_scale = ti.ndarray(real, (B, N), needs_grad=True)  # its grad: the adjoint's scratch
         self.J_scale.fill(1.0)
         self.n_colliders = model.n_colliders

@@ -33,7 +33,7 @@ the node's open fraction O_i, the B-spline-weighted fraction of its support outs
 and the domain walls (:func:`open_fraction_walls`, :func:`open_fraction`; each wall a half-space
 at the node's signed distance, fractions multiplied). Where the claim exceeds the room by more
 than ``PACKING_SLACK`` the particles are packed denser than their J says, and
-``J_scale = 1 - PACKING_RATE eps / (1 + eps)`` with eps = sum_i w_ip r(D_i - O_i) (r a C2 ramp
+``J_scale = 1 - rate eps / (1 + eps)`` with eps = sum_i w_ip r(D_i - O_i) (r a C2 ramp
 starting at the slack) relaxes J toward the packing (:func:`packing_scale`), one substep at a
 time, the grid-density correction of FLIP/MPM liquids (Kugelstadt et al. 2019, "Implicit density
 projection for volume conserving liquids", IEEE TVCG: grid density from the particles, a
@@ -44,7 +44,11 @@ The open fraction depends on the collider poses, so the correction is differenti
 hand-written adjoints. The correction bounds the packing; it does not remove what drives liquid
 into a collider: the grid condition (engine/coupling/colliders.py) acts on nodes inside the
 collider only, and the liquid's pressure at a wall that lies between nodes accelerates the first
-free nodes into it (benchmarks/liquid_rest.py measures the consequences).
+free nodes into it (benchmarks/liquid_rest.py measures the consequences). ``rate`` is
+``SimConfig.packing_rate``, off by default: it shifts a resting column's pressure by a few
+percent (benchmarks/validation.py, case ``hydrostatic``); 0.05 (the explicit substep resolves the
+acoustic time dx / c in about two substeps, so J relaxes over ~10 acoustic times) is the value
+benchmarks/liquid_rest.py measures.
 """
 
 import taichi as ti
@@ -57,9 +61,6 @@ ndarray = ti.types.ndarray
 #: Over-packing, as a fraction of a node's open volume, that the packing correction tolerates
 #: (particle-scale packing noise of a liquid in motion is below it).
 PACKING_SLACK = 0.02
-#: Fraction of the over-packing removed from J per substep (the explicit substep resolves the
-#: acoustic time dx / c in about two substeps, so J relaxes over ~10 acoustic times).
-PACKING_RATE = 0.05
 
 
 @ti.func
