@@ -1725,7 +1725,9 @@ def run_archimedes(setup: ArchimedesSetup) -> dict:
         lo = cfg.boundary_cells * dx
         builder = SceneBuilder(cfg)
         builder.add_particles(sampling.box((lo, lo, lo), (1 - lo, 1 - lo, lo + setup.depth), spacing), WATER, spacing)
-        body = RigidBody(geometry.Box((h / 2,) * 3), density=density, pose=(0.5, 0.5, lo + setup.depth + h / 2 + 0.01))
+        body = RigidBody(
+            geometry.Box((h / 2,) * 3), density=density, pose=(0.5, 0.5, lo + setup.depth + h / 2 + 0.01, 1, 0, 0, 0)
+        )
         builder.add_rigid_body(body)
         sim = Simulator(builder.build())
         sim.reset()
