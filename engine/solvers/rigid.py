@@ -7,28 +7,29 @@ exchanged with the grid nodes they touch). A :class:`RigidBody` is a shape of
 velocity, angular velocity in the world frame).
 
 Exchange with the grid (stage ``grid_coupling``, after the colliders' and sensors' conditions).
-Every grid node i with mass m_i inside body r (signed distance d < 0; lever r_i = x_i - c from
-the centre of mass c) moves with the body after the exchange, ``v_i' = G_i u'`` with
-``G_i = [1, -[r_i]x]`` and ``u = (v, w)``, and the momentum ``m_i (v_i - G_i u')`` that the node
-loses goes to the body. With the body's mass matrix M = diag(m 1, I_world) the momentum balance
-is one 6x6 symmetric positive definite system per body,
+Every grid node i with mass m_i inside body r (signed distance d < 0; lever r_i = x_i - c from the
+centre of mass c) moves with the body after the exchange, ``v_i' = G_i u'`` with ``G_i = [1,
+-[r_i]x]`` and ``u = (v, w)``, and the momentum ``m_i (v_i - G_i u')`` that the node loses goes to
+the body. With the body's mass matrix M = diag(m 1, I_world) the momentum balance is one 6x6
+symmetric positive definite system per body,
 
     (M + sum_i m_i G_i^T G_i) u' = M (u + g dt) + sum_i m_i G_i^T v_i,
 
 solved exactly (3x3 blocks, Schur complement). This is an implicit, fully inelastic exchange: it
-includes the added mass of the material the body pushes, so it is stable for bodies lighter
-than the liquid around them (an explicit exchange, the body taking each node's impulse at its
-old velocity, is unstable when the touched liquid outweighs the body). v_i is the node's
-velocity without this substep's gravity, and the node keeps its own gravity
-(``v_i' = G_i u' + g dt``): the mass that the B-spline stencils of particles outside the body
-put on nodes inside it is the liquid's, and its weight must load the liquid's pressure, not the
-body (exchanging it makes a floating body heavier by about the liquid in a quarter cell of its
-wetted surface). The exchange takes all three velocity components (no slip): inside a body
-the normal of the nearest surface point jumps at edges (a node under a box's bottom face but
-nearer a side face has a horizontal normal), so an exchange of normal components only lets the
-liquid under a floating body's edges push into it. Linear and angular momentum of nodes plus
-body are conserved exactly without gravity (``grid_v[c] -> grid_v[c + 1]``). The body then
-moves with u': ``c' = c + v' dt``, ``q' = normalize(q + dt/2 [0, w'] (x) q)``.
+includes the added mass of the material the body pushes, so it is stable for bodies lighter than
+the liquid around them (an explicit exchange, the body taking each node's impulse at its old
+velocity, is unstable when the touched liquid outweighs the body). v_i is the node's velocity
+without this substep's gravity, and the node keeps its own gravity (``v_i' = G_i u' + g dt``): the
+mass that the B-spline stencils of particles outside the body put on nodes inside it is the
+liquid's, and its weight must load the liquid's pressure, not the body (exchanging it makes a
+floating body heavier by about the liquid in a quarter cell of its wetted surface). The exchange
+takes all three velocity components (no slip): inside a body the normal of the nearest surface
+point jumps at edges (a node under a box's bottom face but nearer a side face has a horizontal
+normal), so an exchange of normal components only lets the liquid under a floating body's edges
+push into it. Linear and angular momentum of nodes plus body are conserved exactly without gravity
+and contacts (``grid_v[c] -> grid_v[c + 1]``; one velocity set for all bodies, a node inside
+several belonging to the first). The body then moves with u': ``c' = c + v' dt``, ``q' =
+normalize(q + dt/2 [0, w'] (x) q)``.
 
 Contact with kinematic colliders and the domain walls (same stage, same system). Points sampled
 on the body's surface that lie inside a collider (or beyond a wall) at the substep's start add
@@ -43,7 +44,7 @@ FEM sensors touching a body (engine/coupling/sensors.py, earlier in the same pha
 contact force and torque, as an impulse, to the right-hand side.
 
 Impermeability (stage ``particle_coupling``): particles found inside a body at its new pose are
-put back on its surface (:func:`project_out_body`), so no particle stays inside a body deeper
+put back on its surface (:func:`project_out_bodies`), so no particle stays inside a body deeper
 than the rounding of the projection.
 
 Mass properties come from the shape's signed distance sampled on a fine grid (smoothed
