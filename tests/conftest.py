@@ -8,6 +8,10 @@ runtime take the ``runtime`` fixture; ``tests/test_runtime.py`` checks, in a sub
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+
 import pytest
 
 
@@ -57,3 +61,14 @@ def small_scene(
     for collider in colliders:
         builder.add_collider(collider)
     return Simulator(builder.build(), batch_size=batch_size, scatter=scatter)
+
+
+@pytest.fixture(scope="session")
+def validation():
+    """benchmarks/validation.py as a module (the validation cases the slow tests run)."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "validation.py"
+    spec = importlib.util.spec_from_file_location("fluxlab_benchmarks_validation", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module

@@ -15,10 +15,7 @@ justification of its tolerance; the tolerances asserted here are the reduced set
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,16 +29,6 @@ DAM_BREAK_QUICK_TOLERANCE = 0.20
 #: Bingham slump, reduced setup (H = 11 cells instead of 21): |s/H - Pashias| <= 0.08 instead of
 #: 0.05, the coarse pile's surface being defined to about half a cell (0.045 H).
 BINGHAM_QUICK_TOLERANCE = 0.08
-
-
-@pytest.fixture(scope="module")
-def validation():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "validation.py"
-    spec = importlib.util.spec_from_file_location("fluxlab_benchmarks_validation_cases", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.slow

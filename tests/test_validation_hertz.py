@@ -8,25 +8,11 @@ Runs the reduced setup of the ``hertz`` case of benchmarks/validation.py
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
 
-def _validation_module():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "validation.py"
-    spec = importlib.util.spec_from_file_location("fluxlab_benchmarks_validation", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.slow
-def test_sphere_on_gel_matches_hertz(runtime):
-    validation = _validation_module()
+def test_sphere_on_gel_matches_hertz(runtime, validation):
     setup = validation.HertzSetup.reduced()
     result = validation.run_hertz(setup)
     errors = {round(p["d_mm"], 3): round(p["rel_error"], 4) for p in result["points"]}
