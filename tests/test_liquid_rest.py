@@ -8,7 +8,9 @@ collider (the packing correction is active there).
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,9 +26,16 @@ from engine.simulator import Simulator
 LAYER_WATER = replace(M.WATER, name="layer_water", E=1e5)
 
 
-def spline_cdf(t: np.ndarray) -> np.ndarray:
-    t = np.clip(t, -1.5, 1.5)
-    return np.where(t < -0.5, (1.5 + t) ** 3 / 6, np.where(t < 0.5, 0.5 + 0.75 * t - t**3 / 3, 1 - (1.5 - t) ** 3 / 6))
+def _liquid_rest_module():
+    """benchmarks/liquid_rest.py, whose packing measure the volume tests use."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "liquid_rest.py"
+    spec = importlib.util.spec_from_file_location("fluxlab_benchmarks_liquid_rest", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+MEASURE = _liquid_rest_module()
 
 
 def packing_volume(x: np.ndarray, V0: np.ndarray, config: SimConfig) -> float:
@@ -34,19 +43,10 @@ def packing_volume(x: np.ndarray, V0: np.ndarray, config: SimConfig) -> float:
     over the grid with the quadratic B-spline weights, each node counting at most its open
     fraction inside the domain walls."""
     n, dx = config.grid_res, config.dx
-    X = x / dx
-    base = np.floor(X - 0.5).astype(int)
-    f = X - base
-    N = np.stack([0.5 * (1.5 - f) ** 2, 0.75 - (f - 1.0) ** 2, 0.5 * (f - 0.5) ** 2], axis=-1)
-    phi = np.zeros((n, n, n))
-    for i in range(3):
-        for j in range(3):
-            for k in range(3):
-                w = N[:, 0, i] * N[:, 1, j] * N[:, 2, k]
-                np.add.at(phi, (base[:, 0] + i, base[:, 1] + j, base[:, 2] + k), w * V0 / dx**3)
+    phi = MEASURE.deposit(x, V0, dx, n)
     nodes = np.arange(n)
     b = config.boundary_cells
-    free1 = (1.0 - spline_cdf(b - nodes)) * (1.0 - spline_cdf(nodes - (n - b)))
+    free1 = (1.0 - MEASURE.spline_cdf(b - nodes)) * (1.0 - MEASURE.spline_cdf(nodes - (n - b)))
     capacity = free1[:, None, None] * free1[None, :, None] * free1[None, None, :]
     return float(np.minimum(phi, capacity).sum() * dx**3)
 
