@@ -11,11 +11,11 @@ scripted policy. Every ``--every`` env steps, per liquid material and for all li
   V0 of each liquid particle is spread over the simulation grid with the quadratic B-spline
   weights of MLS-MPM, phi_i = sum_p w_ip V0_p / dx^3, and each node counts at most its open
   fraction, ``volume = dx^3 sum_i min(phi_i, c_i)``. The capacity c_i is the node's open
-  fraction (1 minus the B-spline-weighted fraction of its support inside colliders and domain
-  walls, each wall treated as a half-space at the node's signed distance, combined as
-  independent fractions) less the rest volume of the scene's other particles (rigid bodies)
-  there. Underfilled nodes (free surfaces, spray) count exactly the volume deposited, so the
-  measure does not depend on the shape of the free surface; only packing above the rest
+  fraction (1 minus the B-spline-weighted fraction of its support inside colliders, rigid
+  bodies and domain walls, each treated as a half-space at the node's signed distance, combined
+  as independent fractions) less the rest volume of the scene's other particles (solids) there.
+  Underfilled nodes (free surfaces, spray) count exactly the volume deposited, so the measure does
+  not depend on the shape of the free surface; only packing above the rest
   density, anywhere including against walls, lowers it. It includes the physical compression
   of the weakly compressible liquid (hydrostatic: rho g h / K, 0.5-1 % here).
   ``volume_change`` is volume / volume at the start - 1; ``worst_volume_change`` the extreme
@@ -86,15 +86,24 @@ def deposit(x: np.ndarray, V0: np.ndarray, dx: float, n: int) -> np.ndarray:
     return phi
 
 
+def solid_poses(sim) -> np.ndarray:
+    """(K + nb, 7) poses of scene 0's colliders then rigid bodies, the solids :func:`open_fraction` takes."""
+    return np.concatenate([sim.collider_poses()[0], sim.body_state()[0, :, :7]]).astype(np.float64)
+
+
 def open_fraction(model, poses: np.ndarray) -> np.ndarray:
-    """(n, n, n) open fraction of every grid node: colliders at ``poses`` (K, 7) and domain walls."""
+    """(n, n, n) open fraction of every grid node: colliders then rigid bodies at ``poses``
+    (K + nb, 7), and domain walls."""
+    from engine.colliders import Collider
+
     cfg = model.config
     n, dx = cfg.grid_res, cfg.dx
     axis = np.arange(n) * dx
     nodes = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), axis=-1).reshape(-1, 3)
     free = np.ones(len(nodes))
-    for collider, pose in zip(model.colliders, poses, strict=True):
-        d, _ = collider.sdf(nodes, pose)
+    solids = list(model.colliders) + [Collider(body.shape) for body in model.bodies]
+    for solid, pose in zip(solids, poses, strict=True):
+        d, _ = solid.sdf(nodes, pose)
         free *= 1.0 - spline_cdf(-d / dx)
     lo, hi = cfg.boundary_cells * dx, cfg.domain_size - cfg.boundary_cells * dx
     for a in range(3):
@@ -180,7 +189,7 @@ def run_task(name: str, policy: str, every: int) -> dict:
     task.reset(np.ones(1, dtype=bool), [np.random.default_rng(0)])
     sim = task.sim
     state = sim.get_state()
-    tracker = Tracker(task.model, state.x[0].double().numpy(), sim.collider_poses()[0].double().numpy())
+    tracker = Tracker(task.model, state.x[0].double().numpy(), solid_poses(sim))
     step_time = task.config.step_time
     losses = [float(task.loss()[0])]
     t0 = time.perf_counter()
@@ -196,7 +205,7 @@ def run_task(name: str, policy: str, every: int) -> dict:
                 s.x[0].double().numpy(),
                 s.v[0].double().numpy(),
                 s.J[0].double().numpy(),
-                sim.collider_poses()[0].double().numpy(),
+                solid_poses(sim),
             )
     losses.append(float(task.loss()[0]))
     wall = time.perf_counter() - t0
@@ -246,7 +255,7 @@ def run_layer(kind: str, seconds: float, every: int) -> dict:
     sim = Simulator(builder.build(), batch_size=1)
     state = sim.initial_state()
     sim.reset(state)
-    tracker = Tracker(sim.model, state.x[0].double().numpy(), sim.collider_poses()[0].double().numpy())
+    tracker = Tracker(sim.model, state.x[0].double().numpy(), solid_poses(sim))
     control = torch.zeros(1, sim.n_colliders, 6, dtype=sim.dtype)
     steps = round(seconds / (cfg.dt * cfg.substeps))
     for t in range(steps):
@@ -258,7 +267,7 @@ def run_layer(kind: str, seconds: float, every: int) -> dict:
                 st.x[0].double().numpy(),
                 st.v[0].double().numpy(),
                 st.J[0].double().numpy(),
-                sim.collider_poses()[0].double().numpy(),
+                solid_poses(sim),
             )
     return {
         "hydrostatic_start": bool(extra),

@@ -107,6 +107,19 @@ def test_resting_layer_stays_still_and_keeps_its_volume(runtime):
     assert float(ringing.get_state().v[0].square().sum(1).mean().sqrt()) > 5e-3
 
 
+@pytest.mark.slow
+def test_layer_resting_in_a_cup_keeps_its_volume(runtime):
+    """Water resting in a Cup collider, whose walls lie between grid nodes, keeps its packing
+    volume within 1 % over 1.5 s (0.44 %) and settles below 2 mm/s rms after 1 s: the collider's
+    contact band stops the liquid's pressure from packing it against the walls (without the band
+    it loses about a quarter of its volume in that time)."""
+    result = MEASURE.run_layer("cup", 1.5, every=25)
+    volumes = [change for _, change in result["volume_change"]]
+    speeds = [speed for t, speed in result["rms_speed"] if t >= 1.0]
+    assert max(abs(v) for v in volumes) <= 0.01, volumes
+    assert max(speeds) <= 2e-3, speeds
+
+
 def piled_scene(scatter: str = "auto") -> Simulator:
     """Water falling onto a box collider's top (between grid nodes), which the
     control moves: particles are projected onto its surface and pack above their J."""

@@ -2,6 +2,12 @@
 
 Each check compares a directional derivative <grad L, d> with (L(p + eps d) - L(p - eps d)) / 2eps
 for a random direction d, with |ad - fd| <= atol + rtol |fd| and rtol = 1e-4 (Warp's gradcheck).
+One-sided contact conditions (separating colliders and their contact band) make the loss
+piecewise smooth, with kinks where a grid node's normal velocity changes sign, and a stencil
+that crosses one is off by O(1); a narrow stencil crosses fewer but loses digits to rounding
+where the derivative is small against the loss. So the check takes the better of eps = 1e-5 and
+1e-6 (a shape-matched body against the sphere crosses a kink at 1e-5 in x0, and its v0 derivative,
+1e-3 of the loss, carries 3e-4 relative rounding at 1e-6). A wrong gradient fails both.
 """
 
 import numpy as np
@@ -12,7 +18,7 @@ from conftest import small_scene
 from engine import colliders, geometry
 from engine import materials as M
 
-RTOL, ATOL, EPS = 1e-4, 1e-9, 1e-5
+RTOL, ATOL, EPS = 1e-4, 1e-9, (1e-5, 1e-6)
 
 
 def _moving_sphere(mode="separate"):
@@ -53,11 +59,16 @@ def _directional_check(inputs, loss, names, seed=1):
         if name == "params":
             d = d * inputs[name].abs()  # relative perturbation: E ~ 1e5 Pa, nu ~ 0.3
         ad = float((leaves[name].grad * d).sum())
-        with torch.no_grad():
-            plus = {**inputs, name: inputs[name] + EPS * d}
-            minus = {**inputs, name: inputs[name] - EPS * d}
-            fd = float(loss(**plus) - loss(**minus)) / (2 * EPS)
-        assert abs(ad - fd) <= ATOL + RTOL * abs(fd), f"{name}: ad={ad!r} fd={fd!r}"
+        fds = []
+        for eps in EPS:
+            with torch.no_grad():
+                plus = {**inputs, name: inputs[name] + eps * d}
+                minus = {**inputs, name: inputs[name] - eps * d}
+                fds.append(float(loss(**plus) - loss(**minus)) / (2 * eps))
+            if abs(ad - fds[-1]) <= ATOL + RTOL * abs(fds[-1]):
+                break
+        else:
+            raise AssertionError(f"{name}: ad={ad!r} fd={fds!r} (eps {EPS})")
 
 
 @pytest.mark.parametrize("material", [M.WATER, M.MILK, M.JELLY, M.PLASTICINE, M.ICE_CREAM, M.RIGID_BODY], ids=str)
@@ -82,9 +93,9 @@ def test_each_material_parameter_gradient(runtime):
             d[..., column] = params[..., column].abs()
             ad = float((leaf.grad * d).sum())
             with torch.no_grad():
-                fd = float(loss(inputs["x0"], inputs["v0"], params + EPS * d, inputs["control"]))
-                fd -= float(loss(inputs["x0"], inputs["v0"], params - EPS * d, inputs["control"]))
-                fd /= 2 * EPS
+                fd = float(loss(inputs["x0"], inputs["v0"], params + EPS[0] * d, inputs["control"]))
+                fd -= float(loss(inputs["x0"], inputs["v0"], params - EPS[0] * d, inputs["control"]))
+                fd /= 2 * EPS[0]
             assert abs(ad - fd) <= ATOL + RTOL * abs(fd), f"{material.name}.{name}: ad={ad} fd={fd}"
             assert material.model == "fluid" or abs(fd) > 1e-9, f"{material.name}.{name} has no effect"
         if material.model == "fluid":

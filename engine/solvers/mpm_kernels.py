@@ -41,10 +41,10 @@ correction where it exceeds the rest density). Only over-packing is corrected: f
 spray underfill their nodes by construction, so under-packing there is not a measurement of J.
 The open fraction depends on the collider poses, so the correction is differentiable in them
 (Taichi's reverse mode of :func:`open_fraction`); the deposit and the correction have
-hand-written adjoints. The correction bounds the packing; it does not remove what drives liquid
-into a collider: the grid condition (engine/coupling/colliders.py) acts on nodes inside the
-collider only, and the liquid's pressure at a wall that lies between nodes accelerates the first
-free nodes into it (benchmarks/liquid_rest.py measures the consequences). ``rate`` is
+hand-written adjoints. The correction bounds the packing; what packs liquid against colliders in
+the first place, pressure accelerating the free nodes next to a wall lying between nodes, is
+removed by the colliders' contact band (``CONTACT_BAND`` in engine/coupling/colliders.py) and
+the domain walls' ``bound``. ``rate`` is
 ``SimConfig.packing_rate``, off by default: it shifts a resting column's pressure by a few
 percent (benchmarks/validation.py, case ``hydrostatic``); 0.05 (the explicit substep resolves the
 acoustic time dx / c in about two substeps, so J relaxes over ~10 acoustic times) is the value

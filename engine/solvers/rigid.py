@@ -224,14 +224,16 @@ def _owner(
     mesh_sdf: ti.template(),
     pos: ti.template(),
     quat: ti.template(),
+    radius: ti.template(),
     s_in,
     b,
     p,
 ):
-    """The first body (index, or -1) whose shape contains the world point p at its slot-s_in pose."""
+    """The first body (index, or -1) whose shape contains the world point p at its slot-s_in pose
+    (the shape's SDF is evaluated only inside its bounding sphere)."""
     owner = -1
     for r in ti.static(range(len(kinds))):
-        if owner < 0:
+        if owner < 0 and (p - pos[s_in, b, r]).norm_sqr() < radius[r] ** 2:
             if sdf_world(ti.static(kinds[r]), shape[r], pos[s_in, b, r], quat[s_in, b, r], p, mesh_sdf)[0] < 0.0:
                 owner = r
     return owner
@@ -240,8 +242,9 @@ def _owner(
 @ti.kernel
 def assemble(
     grid_mom_mass: ndarray(), grid_v: ndarray(), c: ti.i32, kinds: ti.template(), shape: ndarray(),
-    mesh_sdf: ndarray(), pos: ndarray(), quat: ndarray(), s_in: ti.i32, com: ndarray(), gravity: ti.math.vec3,
-    dt: float, dx: float, A_vv: ndarray(), A_vw: ndarray(), A_ww: ndarray(), rhs_v: ndarray(), rhs_w: ndarray(),
+    mesh_sdf: ndarray(), radius: ndarray(), pos: ndarray(), quat: ndarray(), s_in: ti.i32, com: ndarray(),
+    gravity: ti.math.vec3, dt: float, dx: float, A_vv: ndarray(), A_vw: ndarray(), A_ww: ndarray(),
+    rhs_v: ndarray(), rhs_w: ndarray(),
 ):  # fmt: skip
     """Sum over the grid nodes inside each body (a node inside several goes to the first) of
     m G^T G (3x3 blocks) and m G^T v (v without this substep's gravity), G = [1, -[x - c]x]."""
@@ -250,7 +253,7 @@ def assemble(
             m = grid_mom_mass[b, i, j, k][3]
             if m > 0.0:
                 p = ti.Vector([i, j, k]) * dx
-                r = _owner(kinds, shape, mesh_sdf, pos, quat, s_in, b, p)
+                r = _owner(kinds, shape, mesh_sdf, pos, quat, radius, s_in, b, p)
                 if r >= 0:
                     lever = p - _centre(pos[s_in, b, r], quat[s_in, b, r], com[r])
                     v = grid_v[c, b, i, j, k].xyz - gravity * dt
@@ -353,7 +356,8 @@ def solve_and_move(
 @ti.kernel
 def exchange(
     grid_mom_mass: ndarray(), grid_v: ndarray(), c: ti.i32, kinds: ti.template(), shape: ndarray(),
-    mesh_sdf: ndarray(), pos: ndarray(), quat: ndarray(), lin: ndarray(), ang: ndarray(), s_in: ti.i32,
+    mesh_sdf: ndarray(), radius: ndarray(), pos: ndarray(), quat: ndarray(), lin: ndarray(), ang: ndarray(),
+    s_in: ti.i32,
     s_out: ti.i32, com: ndarray(), gravity: ti.math.vec3, dt: float, dx: float,
 ):  # fmt: skip
     """grid_v[c] -> grid_v[c + 1]: a node inside a body (at its pose of slot s_in; the first, if
@@ -364,7 +368,7 @@ def exchange(
             out = grid_v[c, b, i, j, k].xyz
             if grid_mom_mass[b, i, j, k][3] > 0.0:
                 p = ti.Vector([i, j, k]) * dx
-                r = _owner(kinds, shape, mesh_sdf, pos, quat, s_in, b, p)
+                r = _owner(kinds, shape, mesh_sdf, pos, quat, radius, s_in, b, p)
                 if r >= 0:
                     centre = _centre(pos[s_in, b, r], quat[s_in, b, r], com[r])
                     out = lin[s_out, b, r] + ang[s_out, b, r].cross(p - centre) + gravity * dt
@@ -372,11 +376,14 @@ def exchange(
 
 
 @ti.func
-def _put_back(kind: ti.template(), shape, mesh_sdf: ti.template(), xp, x0, pos0, quat0, pos1, quat1):
-    """xp (end of the substep) put back out of one body (see :func:`project_out_bodies`)."""
+def _put_back(kind: ti.template(), shape, mesh_sdf: ti.template(), radius, xp, x0, pos0, quat0, pos1, quat1):
+    """xp (end of the substep) put back out of one body (see :func:`project_out_bodies`); points
+    outside its bounding sphere are not tested."""
     out = xp
     local1 = quat_rotate_inverse(quat1, xp - pos1)
-    d1 = sdf_local(kind, shape, local1, mesh_sdf)
+    d1 = ti.Vector([1.0, 0.0, 0.0, 0.0])
+    if local1.norm_sqr() < radius**2:
+        d1 = sdf_local(kind, shape, local1, mesh_sdf)
     if d1[0] < 0.0:
         local0 = quat_rotate_inverse(quat0, x0 - pos0)
         d0 = sdf_local(kind, shape, local0, mesh_sdf)
@@ -394,7 +401,7 @@ def _put_back(kind: ti.template(), shape, mesh_sdf: ti.template(), xp, x0, pos0,
 @ti.kernel
 def project_out_bodies(
     x: ndarray(), s_in: ti.i32, x_chain: ndarray(), c: ti.i32, kinds: ti.template(), shape: ndarray(),
-    mesh_sdf: ndarray(), pos: ndarray(), quat: ndarray(), s_out: ti.i32,
+    mesh_sdf: ndarray(), radius: ndarray(), pos: ndarray(), quat: ndarray(), s_out: ti.i32,
 ):  # fmt: skip
     """x_chain[c] -> x_chain[c + 1]: a particle that ends inside a body (pose of slot s_out) but
     started the substep outside it (pose of slot s_in) is put back, in the body's frame, onto
@@ -407,8 +414,8 @@ def project_out_bodies(
         xp = x_chain[c, b, p]
         for r in ti.static(range(len(kinds))):
             xp = _put_back(
-                ti.static(kinds[r]), shape[r], mesh_sdf, xp, x[s_in, b, p], pos[s_in, b, r], quat[s_in, b, r],
-                pos[s_out, b, r], quat[s_out, b, r],
+                ti.static(kinds[r]), shape[r], mesh_sdf, radius[r], xp, x[s_in, b, p], pos[s_in, b, r],
+                quat[s_in, b, r], pos[s_out, b, r], quat[s_out, b, r],
             )  # fmt: skip
         x_chain[c + 1, b, p] = xp
 
@@ -452,6 +459,8 @@ class RigidSolver:
         self.kinds = tuple(int(k) for k in packed.kinds)
         self.shape = arrays.upload(packed.params, real, ti.types.vector(SHAPE_DIM, real))
         self.mesh_sdf = arrays.upload(np.asarray(packed.mesh_sdf, dtype=np.float64), real)
+        #: Radius of a sphere about each shape's origin that contains it [m].
+        self.radius = arrays.upload(np.array([np.sqrt(3.0) * _half_extent(b.shape) for b in self.bodies]), real)
         self.params = ti.ndarray(ti.types.vector(1, real), (B, nb), needs_grad=True)
         samples = [surface_samples(body.shape) for body in self.bodies]
         padded = np.zeros((nb, max(len(p) for p in samples), 3))
@@ -489,8 +498,8 @@ class RigidSolver:
     def _assemble_args(self, sub: Substep) -> tuple:
         grids, buf = self.mpm.grids_of(sub), sub.state[self.name]
         return (
-            grids.mom_mass, grids.v, self.condition, self.kinds, self.shape, self.mesh_sdf, buf.pos, buf.quat,
-            sub.s_in, self.com, self.gravity, self.dt, self.dx, *self._work(),
+            grids.mom_mass, grids.v, self.condition, self.kinds, self.shape, self.mesh_sdf, self.radius, buf.pos,
+            buf.quat, sub.s_in, self.com, self.gravity, self.dt, self.dx, *self._work(),
         )  # fmt: skip
 
     def _contact_args(self, sub: Substep) -> tuple:
@@ -511,15 +520,15 @@ class RigidSolver:
     def _exchange_args(self, sub: Substep) -> tuple:
         grids, buf = self.mpm.grids_of(sub), sub.state[self.name]
         return (
-            grids.mom_mass, grids.v, self.condition, self.kinds, self.shape, self.mesh_sdf, buf.pos, buf.quat,
-            buf.lin, buf.ang, sub.s_in, sub.s_out, self.com, self.gravity, self.dt, self.dx,
+            grids.mom_mass, grids.v, self.condition, self.kinds, self.shape, self.mesh_sdf, self.radius, buf.pos,
+            buf.quat, buf.lin, buf.ang, sub.s_in, sub.s_out, self.com, self.gravity, self.dt, self.dx,
         )  # fmt: skip
 
     def _project_args(self, sub: Substep) -> tuple:
         buf, particles = sub.state[self.name], sub.state[self.mpm.name]
         return (
             particles.x, sub.s_in, self.mpm.x_chain, self.projection, self.kinds, self.shape, self.mesh_sdf,
-            buf.pos, buf.quat, sub.s_out,
+            self.radius, buf.pos, buf.quat, sub.s_out,
         )  # fmt: skip
 
     def _build_systems(self, sub: Substep) -> None:
