@@ -208,8 +208,10 @@ def _mpm_scene(free_gel=False):
     builder = SceneBuilder(SimConfig(domain_size=0.1, grid_res=32, dt=2e-5, substeps=4, gravity=(0.0, 0.0, 0.0)))
     spacing = 0.1 / 64
     builder.add_particles(sampling.box((0.042, 0.042, 0.035), (0.058, 0.058, 0.047), spacing), JELLY, spacing)
+    # The mount box sits 2 dx above the jelly's grid nodes, beyond the colliders' contact band
+    # (engine/coupling/colliders.py), so only the gel touches the jelly.
     mount = builder.add_collider(
-        colliders.Collider(geometry.Box((0.008, 0.008, 0.002)), pose=(0.05, 0.05, 0.054, 1, 0, 0, 0))
+        colliders.Collider(geometry.Box((0.008, 0.008, 0.002)), pose=(0.05, 0.05, 0.058, 1, 0, 0, 0))
     )
     mesh = flat_pad(**PAD)
     if free_gel:
@@ -220,7 +222,7 @@ def _mpm_scene(free_gel=False):
         mesh,
         mount=mount,
         # Flipped (contact surface facing -z) below the box, 0.5 mm into the jelly's top (z = 0.047).
-        offset=(0.0, 0.0, 0.0465 - 0.054, 0.0, 1.0, 0.0, 0.0),
+        offset=(0.0, 0.0, 0.0465 - 0.058, 0.0, 1.0, 0.0, 0.0),
         material=Elastomer(E=1e5, nu=0.4),
         contact=PenaltyContact(k_n=200.0, k_d=20.0, k_t=0.5, mu=0.5),
     )
