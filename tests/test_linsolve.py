@@ -261,3 +261,81 @@ def test_batched_solve_equals_separate_solves(runtime, method):
         one = _solver(f[i], method, rtol=1e-9).solve(b[i : i + 1])
         assert float((both.x[i] - one.x[0]).norm() / one.x.norm()) < 1e-6
     assert both.residual.shape == (2,) and bool((both.residual <= 1e-9).all())
+
+
+# ---------------------------------------------------------------------- ghost-fluid free surface
+def _ghost_case(n: int = 8, seed: int = 0):
+    """A container half full with a free surface at a random height per column."""
+    rng = np.random.default_rng(seed)
+    f = scenes.half_filled(n)
+    y = np.arange(n) + 0.5
+    level = n / 2 - rng.uniform(0.0, 1.0, size=(n, 1, n))
+    phi = np.broadcast_to(y[None, :, None] - level, (n, n, n))
+    return f, scenes.ghost_from_levelset(f, phi, theta_min=0.05)
+
+
+def test_ghost_operator_matches_hand_built_dense():
+    f, g = _ghost_case()
+    assert g.max() > 0 and g[f != FLUID].max() == 0
+    S0, S = PoissonSystem(f), PoissonSystem(f, ghost=g)
+    x = torch.from_numpy(np.random.default_rng(1).standard_normal(S.shape)) * S.fluid
+    # A_ghost = A_plain + diag(ghost), built here from the plain dense matrix
+    D = S0.dense()[0] + torch.diag(torch.from_numpy(g).reshape(-1))
+    y = (D @ x.reshape(-1)).view_as(x)
+    assert torch.allclose(S.matvec(x, out=torch.empty_like(x)), y, atol=1e-12)
+    assert torch.allclose(S.matvec_autograd(x), y, atol=1e-12)
+    assert torch.allclose(S.dense()[0], D)
+    # ghost=None and an all-zero ghost are today's operator
+    Sz = PoissonSystem(f, ghost=np.zeros(f.shape))
+    assert torch.equal(Sz.diag, S0.diag) and S0.ghost is None
+    # the surface weight is 1/theta: theta = 0.25 on the single AIR face of a cell
+    f1 = np.full((1, 2, 1), FLUID, np.int8)
+    f1[0, 1, 0] = AIR
+    g1 = scenes.ghost_from_levelset(f1, np.array([[[-0.25], [0.75]]]), theta_min=0.01)
+    assert g1[0, 0, 0] == pytest.approx(3.0) and g1[0, 1, 0] == 0.0
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_solves_the_ghost_system(runtime, method):
+    f, g = _ghost_case()
+    S = PoissonSystem(f, ghost=g)
+    b = torch.from_numpy(np.random.default_rng(2).standard_normal(S.shape)) * S.fluid
+    x_ref = _dense_solution(S, b)
+    res = _solver(f, method, rtol=1e-11, ghost=g).solve(b)
+    assert res.converged
+    assert float((res.x - x_ref).norm() / x_ref.norm()) < 1e-7
+    plain = _dense_solution(PoissonSystem(f), b)
+    assert float((plain - x_ref).norm() / x_ref.norm()) > 1e-3  # the ghost term matters
+
+
+def test_ghost_reaches_coarse_levels_and_removes_null_space():
+    f, g = _ghost_case(16, seed=3)
+    h0, h = Hierarchy(PoissonSystem(f)), Hierarchy(PoissonSystem(f, ghost=g))
+    assert h.n_levels == h0.n_levels >= 2
+    for S0, S in zip(h0.systems[1:], h.systems[1:], strict=True):
+        extra = S.diag - S0.diag
+        assert float(extra.min()) >= 0 and float(extra.sum()) > 0
+    # restriction of the ghost term keeps its total weight up to the Galerkin factor
+    total = float(h.systems[0].ghost.sum())
+    assert 0.5 * total / 2 < float(h.systems[1].ghost.sum()) <= 8 * total / 2
+    # a closed box is pure Neumann; any positive ghost weight anchors the component
+    box = np.zeros((6, 6, 6), np.int8)
+    assert PoissonSystem(box).singular
+    gb = np.zeros(box.shape)
+    gb[2, 2, 2] = 0.1
+    assert not PoissonSystem(box, ghost=gb).singular
+
+
+def test_bad_ghost_is_named():
+    f, g = _ghost_case()
+    for bad, msg in (
+        (g[:, :, :-1], "ghost must have"),
+        (-np.abs(g) - 1.0 * (f == FLUID), "ghost must be >= 0"),
+        (np.where(f == SOLID, 1.0, g), "zero at SOLID and AIR"),
+        (np.where(g > 0, np.nan, g), "ghost contains NaN"),
+        ((g > 0).astype(np.int64), "ghost must be a float"),
+    ):
+        with pytest.raises(ValueError, match=msg):
+            PoissonSystem(f, ghost=bad)
+    with pytest.raises(ValueError, match="ghost must be given to the PoissonSystem"):
+        PoissonSolver(PoissonSystem(f), "cg", ghost=g)

@@ -11,6 +11,8 @@
 right-hand sides with it (forward pressure solves and the implicit adjoint alike). Methods:
 "cg", "jacobi" (Jacobi-PCG), "mic0" (MIC(0)-PCG), "mgpcg" (multigrid-PCG) and "learned" (the
 conjugate direction method with the learned V-cycle). Vectors are (B, nx, ny, nz) tensors.
+The liquid's free surface enters as the optional ghost-fluid diagonal term ``ghost``
+(:mod:`engine.linsolve.operator`), which every method accepts.
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ class PoissonSolver:
             (default: the shipped weights).
         n_keep: directions kept by the conjugate direction method.
         check: default of :meth:`solve`'s ``check`` (raise on non-convergence).
+        ghost: optional (B, nx, ny, nz) ghost-fluid free-surface diagonal term (per FLUID cell the
+            sum over its AIR faces of 1/theta - 1; see :mod:`engine.linsolve.operator`); only
+            with raw flags (a :class:`PoissonSystem` carries its own).
 
     Attributes:
         setup_seconds: time spent building the preconditioner.
@@ -67,14 +72,20 @@ class PoissonSolver:
         max_iter: int | None = None,
         dtype: torch.dtype = torch.float64,
         model=None,
-        n_keep: int = 4,
+        n_keep: int = 2,
         check: bool = True,
+        ghost=None,
     ):
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if not (0 < rtol < 1) and atol <= 0:
             raise ValueError(f"rtol must be in (0, 1), got {rtol}")
-        self.system = flags if isinstance(flags, PoissonSystem) else PoissonSystem(flags, dtype)
+        if isinstance(flags, PoissonSystem):
+            if ghost is not None:
+                raise ValueError("ghost must be given to the PoissonSystem, not with one")
+            self.system = flags
+        else:
+            self.system = PoissonSystem(flags, dtype, ghost=ghost)
         self.method, self.rtol, self.atol, self.n_keep = method, rtol, atol, n_keep
         self.check = check
         self.max_iter = max_iter if max_iter is not None else 4 * max(self.system.shape[1:]) + 200

@@ -13,15 +13,25 @@ References:
   network whose stencils are predicted per cell from the cell flags, so one network serves any
   domain shape, boundary condition and grid size.
 
-Design (cheap at the fine level, geometry-aware, never worse than MGPCG at initialization):
-the V-cycle of :mod:`engine.linsolve.multigrid` (same transfers, same exact coarsest solve),
-where sweep s at level l applies z_i = sum_{j in {i, i+-x, i+-y, i+-z}} W_{l,s}(code_i)_j r_j.
-The code of a cell is its flag and its six neighbours' flags (out-of-domain = SOLID), one of
-3^7 = 2187 patterns, so the network (an MLP from the one-hot pattern to 7 weights per sweep) is
-evaluated once on the 2187 patterns per level group and gathered per cell: setting the network
-up for a new matrix costs one gather per level, and an application costs a few stencil sweeps.
-W = omega D^-1 (damped Jacobi) + network output; the last layer starts at zero, so the untrained
-model is exactly the Jacobi V-cycle. Level 0 has its own network; all coarser levels share one,
+Design (cheap at the fine level, geometry-aware, close to MGPCG at initialization): the
+V-cycle of :mod:`engine.linsolve.multigrid` (same transfers; exact solve on a coarsest level of
+at most ``coarsest`` cells, default 64, where MGPCG stops at 512) with one pre- and one
+post-smoothing sweep per coarse level and, on the finest level, where the cost is, no
+pre-smoothing (``fine_pre`` = 0, a sawtooth cycle) and one post-smoothing sweep; a sweep applies
+a per-cell 7-point stencil to the residual. The code of a cell is its flag and its six
+neighbours' flags (out-of-domain = SOLID), one of 3^7 = 2187 patterns, so the network (an MLP
+from the one-hot pattern to 14 weights per sweep) is evaluated once on the 2187 patterns per
+level group and gathered per cell. With the ghost-fluid diagonal D = d0 + g (d0: non-solid
+neighbours, g: the free-surface term of :mod:`engine.linsolve.operator`) and s = g / D in
+[0, 1), the stencil of a cell with code c is
+
+    W_i = (d0 / D) (T0(c) + s T1(c)),    T0 = J(c) + net_0(c),  T1 = net_1(c),
+
+where J is the stencil of two damped-Jacobi sweeps (weight omega) on a residual,
+2 omega D^-1 - omega^2 D^-1 A D^-1, with the neighbours' diagonals approximated by the cell's
+own. So the untrained model (last layer zero) is close to MGPCG's V-cycle with two Jacobi sweeps
+per side, at the cost of one stencil sweep per side, and training learns the stencils and how
+they change with the surface weight. Level 0 has its own network; all coarser levels share one,
 so the model applies to any number of levels (any grid size). A learned factor per level group
 scales the coarse-grid correction. The preconditioner is linear in r but not symmetric, hence the
 conjugate direction method rather than PCG.
@@ -33,6 +43,7 @@ Conventions: (B, nx, ny, nz) tensors, flags FLUID=0, SOLID=1, AIR=2
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -43,7 +54,9 @@ from engine.linsolve.multigrid import Hierarchy, VCycle
 from engine.linsolve.operator import FLUID, SOLID, PoissonSystem
 
 N_CODES = 3**7
-FORMAT = "fluxlab-learned-mg-v1"
+FORMAT = "fluxlab-learned-mg-v2"
+# bounds of the stored config, checked before any model is built
+CONFIG_BOUNDS = {"fine_pre": (0, 8), "n_pre": (0, 8), "n_post": (1, 8), "hidden": (1, 1024), "coarsest": (8, 4096)}
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "assets" / "preconditioner" / "learned_mg.pt"
 
 
@@ -58,9 +71,9 @@ def neighbour_codes(flags: torch.Tensor) -> torch.Tensor:
         flags: (B, nx, ny, nz) int8; cells outside the domain count as SOLID.
 
     Returns:
-        (B, nx, ny, nz) int64 codes in [0, 2187).
+        (B, nx, ny, nz) int32 codes in [0, 2187).
     """
-    f = torch.nn.functional.pad(flags.to(torch.int64), (1, 1, 1, 1, 1, 1), value=SOLID)
+    f = torch.nn.functional.pad(flags.to(torch.int32), (1, 1, 1, 1, 1, 1), value=SOLID)
     c = f[:, 1:-1, 1:-1, 1:-1].clone()
     c += 3 * f[:, :-2, 1:-1, 1:-1]
     c += 9 * f[:, 2:, 1:-1, 1:-1]
@@ -72,8 +85,9 @@ def neighbour_codes(flags: torch.Tensor) -> torch.Tensor:
 
 
 def code_table(dtype=torch.float32):
-    """Features of all 2187 patterns: (2187, 22) [one-hot flags of 7 cells, 1/diag] and
-    (2187,) float mask of patterns whose centre is FLUID, and (2187,) 1/diag."""
+    """Features of all 2187 patterns: (2187, 22) [one-hot flags of 7 cells, 1/d0], (2187,) float
+    mask of patterns whose centre is FLUID and (2187,) 1/d0, where d0 is the number of
+    non-solid neighbours (1/d0 is zero unless the centre is FLUID)."""
     codes = torch.arange(N_CODES)
     digits = torch.stack([(codes // 3**k) % 3 for k in range(7)], 1)  # (2187, 7)
     onehot = torch.nn.functional.one_hot(digits, 3).reshape(N_CODES, 21).to(dtype)
@@ -99,8 +113,22 @@ def apply_stencil(w: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
     return z
 
 
+def jacobi_pair_table(omega: float) -> torch.Tensor:
+    """(2187, 14) [J | 0]: the stencil of two damped-Jacobi sweeps on a residual,
+    2 omega / d0 at the centre and omega^2 / d0^2 at each FLUID neighbour (neighbour diagonals
+    approximated by the cell's own d0); zero for non-FLUID centres."""
+    codes = torch.arange(N_CODES)
+    digits = torch.stack([(codes // 3**k) % 3 for k in range(7)], 1)
+    _, fluid_c, inv_d0 = code_table()
+    t = torch.zeros(N_CODES, 14)
+    t[:, 0] = (2 * omega - omega**2) * inv_d0
+    t[:, 1:7] = (digits[:, 1:] == FLUID).float() * (omega * inv_d0[:, None]) ** 2
+    return t * fluid_c[:, None]
+
+
 class StencilNet(nn.Module):
-    """MLP from a cell's neighbourhood pattern to stencil corrections for every sweep."""
+    """MLP from a cell's neighbourhood pattern to stencil corrections (T0 and T1, 7 weights
+    each) for every sweep."""
 
     def __init__(self, n_sweeps: int, hidden: int):
         super().__init__()
@@ -110,79 +138,137 @@ class StencilNet(nn.Module):
             nn.SiLU(),
             nn.Linear(hidden, hidden),
             nn.SiLU(),
-            nn.Linear(hidden, n_sweeps * 7),
+            nn.Linear(hidden, n_sweeps * 14),
         )
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        return self.net(feats).view(-1, self.n_sweeps, 7)
+        return self.net(feats).view(-1, self.n_sweeps, 14)
 
 
 class LearnedMG(nn.Module):
     """The learned V-cycle's parameters: stencil networks and coarse-correction scales.
 
     Args:
-        n_pre, n_post: smoothing sweeps per level.
+        n_pre, n_post: pre- and post-smoothing sweeps per coarse level.
         hidden: MLP width.
         omega: Jacobi damping of the initial (untrained) smoother.
+        coarsest: coarsening stops once a level has at most this many cells (exact solve there).
+        fine_pre: pre-smoothing sweeps on the finest level (0: sawtooth there, the cheapest
+            cycle; the finest level dominates the cost).
     """
 
-    def __init__(self, n_pre: int = 2, n_post: int = 2, hidden: int = 64, omega: float = 0.8):
+    def __init__(
+        self,
+        n_pre: int = 1,
+        n_post: int = 1,
+        hidden: int = 64,
+        omega: float = 0.8,
+        coarsest: int = 64,
+        fine_pre: int = 0,
+    ):
         super().__init__()
-        self.config = {"n_pre": n_pre, "n_post": n_post, "hidden": hidden, "omega": omega}
-        self.n_pre, self.n_post, self.omega = n_pre, n_post, omega
-        n_sweeps = n_pre + n_post
-        self.nets = nn.ModuleList([StencilNet(n_sweeps, hidden) for _ in range(2)])
+        self.config = {
+            "n_pre": n_pre,
+            "n_post": n_post,
+            "hidden": hidden,
+            "omega": omega,
+            "coarsest": coarsest,
+            "fine_pre": fine_pre,
+        }
+        self.n_pre, self.n_post, self.omega, self.coarsest = n_pre, n_post, omega, coarsest
+        self.fine_pre = fine_pre
+        sweeps = (fine_pre + n_post, n_pre + n_post)
+        self.nets = nn.ModuleList([StencilNet(k, hidden) for k in sweeps])
         self.log_gamma = nn.Parameter(torch.zeros(2))
-        feats, fluid_c, inv_diag = code_table()
+        feats, fluid_c, _ = code_table()
         self.register_buffer("feats", feats, persistent=False)
         self.register_buffer("fluid_c", fluid_c, persistent=False)
-        base = torch.zeros(N_CODES, n_sweeps, 7)
-        base[:, :, 0] = omega * inv_diag[:, None]
-        self.register_buffer("base", base, persistent=False)
+        J = jacobi_pair_table(omega)[:, None]
+        self.register_buffer("base0", J.repeat(1, sweeps[0], 1), persistent=False)
+        self.register_buffer("base1", J.repeat(1, sweeps[1], 1), persistent=False)
 
     def tables(self) -> list[torch.Tensor]:
-        """Per level group (fine, coarse): (2187, n_sweeps, 7) stencil weights."""
-        return [(self.base + net(self.feats)) * self.fluid_c[:, None, None] for net in self.nets]
+        """Per level group (fine, coarse): (2187, sweeps, 14) pattern tables [T0 | T1]."""
+        bases = (self.base0, self.base1)
+        return [
+            (base + net(self.feats)) * self.fluid_c[:, None, None] for base, net in zip(bases, self.nets, strict=True)
+        ]
+
+    def frozen_tables(self, dtype: torch.dtype) -> list[torch.Tensor]:
+        """:meth:`tables` without autograd, cached until a parameter changes (inference binds a
+        new system every solve; the tables stay the same)."""
+        key = (dtype, tuple(p._version for p in self.parameters()))
+        if getattr(self, "_frozen_key", None) != key:
+            with torch.no_grad():
+                self._frozen = [t.to(dtype) for t in self.tables()]
+            self._frozen_key = key
+        return self._frozen
 
     def bind(self, system: PoissonSystem, hierarchy: Hierarchy | None = None) -> LearnedVCycle:
-        """Specialize the model to one batch of flag grids (gathers per-cell stencils)."""
+        """Specialize the model to one batch of flag grids (codes per level)."""
         return LearnedVCycle(self, system, hierarchy)
 
 
 class LearnedVCycle:
     """The learned V-cycle bound to a system: r -> f(r). Differentiable in the model's
-    parameters when called under autograd (training); use :meth:`precompute` for inference."""
+    parameters when called under autograd (training); call :meth:`precompute` once for inference
+    (per-cell stencils gathered once)."""
 
     def __init__(self, model: LearnedMG, system: PoissonSystem, hierarchy: Hierarchy | None):
         self.model = model
-        self.h = hierarchy if hierarchy is not None else Hierarchy(system)
+        self.h = hierarchy if hierarchy is not None else Hierarchy(system, model.coarsest)
         self.codes = [neighbour_codes(S.flags) for S in self.h.systems]
         self.weights = None
-        self._cycle = VCycle(self.h, self._smooth, model.n_pre, model.n_post)
+        self._cycle = VCycle(self.h, self._smooth, [model.fine_pre, model.n_pre], model.n_post)
+
+    def _ghost_factors(self, lvl: int):
+        """Cells with a ghost weight at level lvl: (flat index, d0 / D, s = 1 - d0 / D), or None."""
+        S = self.h.systems[lvl]
+        if S.ghost is None:
+            return None
+        idx = torch.nonzero(S.ghost.reshape(-1) > 0).squeeze(1)
+        sc = 1.0 - S.ghost.reshape(-1)[idx] * S.inv_diag.reshape(-1)[idx]  # d0 / D
+        return idx, sc, 1.0 - sc
+
+    def stencils(self, tables) -> list[torch.Tensor]:
+        """Per-level per-cell stencils (B, n_sweeps, 7, nx, ny, nz) from the pattern tables."""
+        out = []
+        dtype = self.h.dtype
+        for lvl, codes in enumerate(self.codes):
+            t = tables[min(lvl, 1)].to(dtype)  # (2187, S, 14)
+            n_s = t.shape[1]
+            B, cells = codes.shape[0], codes[0].numel()
+            gf = self._ghost_factors(lvl)
+            if torch.is_grad_enabled() and t.requires_grad:
+                w = t[codes.reshape(-1)]  # (B * cells, S, 14)
+                if gf is not None:
+                    idx, sc, s = gf
+                    wg = (w[idx, :, :7] + s[:, None, None] * w[idx, :, 7:]) * sc[:, None, None]
+                    w = w[:, :, :7].index_copy(0, idx, wg)
+                else:
+                    w = w[:, :, :7]
+                w = w.view(B, cells, n_s * 7).transpose(1, 2)
+            else:
+                rows = t[:, :, :7].reshape(N_CODES, -1).T.contiguous()  # (S*7, 2187)
+                flat = codes.reshape(-1)
+                w = torch.index_select(rows, 1, flat)  # (S*7, B*cells)
+                if gf is not None:
+                    idx, sc, s = gf
+                    g_rows = t[:, :, 7:].reshape(N_CODES, -1).T
+                    c = flat[idx]
+                    w[:, idx] = (rows[:, c] + s * g_rows[:, c]) * sc
+                w = w.view(n_s * 7, B, cells).transpose(0, 1)
+            out.append(w.reshape(B, n_s, 7, *codes.shape[1:]).contiguous())
+        return out
 
     def precompute(self) -> LearnedVCycle:
         """Gather per-cell stencils once (no autograd); later calls reuse them."""
         with torch.no_grad():
-            self.weights = self._gather(self.model.tables())
+            self.weights = self.stencils(self.model.frozen_tables(self.h.dtype))
             self._cycle.coarse_scale = [float(g) for g in self.model.log_gamma.exp()]
         return self
-
-    def _gather(self, tables):
-        out = []
-        dtype = self.h.dtype
-        for lvl, codes in enumerate(self.codes):
-            t = tables[min(lvl, 1)].to(dtype)  # (2187, S, 7)
-            if torch.is_grad_enabled() and t.requires_grad:
-                w = t[codes].permute(0, 4, 5, 1, 2, 3)  # (B, S, 7, nx, ny, nz)
-            else:
-                rows = t.reshape(N_CODES, -1).T.contiguous()  # (S*7, 2187)
-                w = torch.index_select(rows, 1, codes.reshape(-1))
-                w = w.view(rows.shape[0], *codes.shape).transpose(0, 1)
-                w = w.reshape(codes.shape[0], t.shape[1], 7, *codes.shape[1:])
-            out.append(w.contiguous())
-        return out
 
     def _smooth(self, lvl: int, sweep: int, r: torch.Tensor) -> torch.Tensor:
         return apply_stencil(self.weights[lvl][:, sweep], r)
@@ -190,7 +276,7 @@ class LearnedVCycle:
     def __call__(self, r: torch.Tensor) -> torch.Tensor:
         if self.weights is None or torch.is_grad_enabled():
             weights_saved = self.weights
-            self.weights = self._gather(self.model.tables())
+            self.weights = self.stencils(self.model.tables())
             g = self.model.log_gamma.exp()
             self._cycle.coarse_scale = [g[0], g[1]]
             try:
@@ -219,8 +305,10 @@ def load_model(path=None) -> LearnedMG:
     """Load a trained :class:`LearnedMG` (default: the shipped weights).
 
     Raises:
-        WeightsError: missing file, unreadable/corrupt file, wrong format tag, or a
-            state dict whose keys/shapes do not match the configured model.
+        WeightsError: missing file, unreadable/corrupt file, wrong format tag, a config field
+            out of range (checked before the model is built), or a state dict whose keys/shapes
+            do not match the configured model or that holds NaN/Inf. The message names the file
+            and the field.
     """
     path = Path(path if path is not None else os.environ.get("FLUXLAB_PRECOND_WEIGHTS", DEFAULT_WEIGHTS))
     if not path.is_file():
@@ -233,13 +321,7 @@ def load_model(path=None) -> LearnedMG:
         raise WeightsError(f"cannot read learned preconditioner weights {path}: {e}") from e
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise WeightsError(f"{path} is not a {FORMAT} weight file (field 'format')")
-    cfg = blob.get("config")
-    if not isinstance(cfg, dict) or set(cfg) != {"n_pre", "n_post", "hidden", "omega"}:
-        raise WeightsError(f"{path}: field 'config' must hold n_pre, n_post, hidden, omega")
-    try:
-        model = LearnedMG(int(cfg["n_pre"]), int(cfg["n_post"]), int(cfg["hidden"]), float(cfg["omega"]))
-    except (TypeError, ValueError) as e:
-        raise WeightsError(f"{path}: invalid field 'config': {e}") from e
+    model = LearnedMG(**_checked_config(path, blob.get("config")))
     sd = blob.get("state_dict")
     if not isinstance(sd, dict):
         raise WeightsError(f"{path}: field 'state_dict' missing")
@@ -257,6 +339,24 @@ def load_model(path=None) -> LearnedMG:
     model.meta = blob.get("meta", {})
     model.eval()
     return model
+
+
+def _checked_config(path, cfg) -> dict:
+    """Validate a weight file's stored config before any model is built (no allocation)."""
+    keys = {"n_pre", "n_post", "hidden", "omega", "coarsest", "fine_pre"}
+    if not isinstance(cfg, dict) or set(cfg) != keys:
+        raise WeightsError(f"{path}: field 'config' must hold exactly {sorted(keys)}")
+    out = {}
+    for key, (lo, hi) in CONFIG_BOUNDS.items():
+        v = cfg[key]
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise WeightsError(f"{path}: field 'config.{key}' must be an integer in [{lo}, {hi}], got {v!r}")
+        out[key] = v
+    w = cfg["omega"]
+    if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or not 0 < w < 2:
+        raise WeightsError(f"{path}: field 'config.omega' must be a finite number in (0, 2), got {w!r}")
+    out["omega"] = float(w)
+    return out
 
 
 def learned_preconditioner(system: PoissonSystem, model: LearnedMG | None = None):

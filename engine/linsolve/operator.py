@@ -8,10 +8,21 @@ SCA 2010, eq. 2): for every FLUID cell i
 
 i.e. homogeneous Neumann at SOLID faces (and at the domain boundary, which counts as solid) and
 homogeneous Dirichlet at AIR cells. The stencil has unit coefficients: the factor dt / (rho dx^2)
-is folded into the unknown by the caller. A is symmetric positive semi-definite; it is singular
-exactly on the fluid connected components that touch no AIR cell (pure Neumann). Those
-components' constant vectors span the null space, which :class:`PoissonSystem` removes by
-projecting vectors to zero mean per such component (as PhiFlow's ``rank_deficiency``).
+is folded into the unknown by the caller.
+
+Ghost-fluid free surface (Gibou, Fedkiw, Cheng, Kang, "A second-order-accurate symmetric
+discretization of the Poisson equation on irregular domains", JCP 2002; Enright, Nguyen, Gibou,
+Fedkiw, "Using the particle level set method and a second order accurate pressure boundary
+condition for free surface flows", 2003): when the surface crosses the face between a FLUID cell
+and an AIR cell at the fraction theta in (0, 1] of the cell spacing, the face's coefficient in the
+diagonal is 1/theta instead of 1. The optional per-cell tensor ``ghost`` holds the sum over the
+cell's AIR faces of (1/theta - 1) >= 0; it only adds to the diagonal, so A stays symmetric, and
+``ghost=None`` (or zeros) is the plain operator above.
+
+A is symmetric positive semi-definite; it is singular exactly on the fluid connected components
+that touch no AIR cell and carry no positive ghost weight (pure Neumann). Those components'
+constant vectors span the null space, which :class:`PoissonSystem` removes by projecting vectors
+to zero mean per such component (as PhiFlow's ``rank_deficiency``).
 
 Conventions: arrays are torch tensors shaped (B, nx, ny, nz) with a leading batch axis B and
 index order (x, y, z); flags are int8 with FLUID=0, SOLID=1, AIR=2. Entries of vectors at
@@ -50,6 +61,37 @@ def as_flags(flags) -> torch.Tensor:
     return t.to(torch.int8).contiguous()
 
 
+def as_ghost(ghost, flags: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Validate the ghost-fluid diagonal term and return it as a (B, nx, ny, nz) tensor.
+
+    Args:
+        ghost: (B, nx, ny, nz) or (nx, ny, nz) float array/tensor, finite, >= 0, zero at
+            non-FLUID cells: per FLUID cell the sum over its AIR faces of (1/theta - 1).
+        flags: the validated (B, nx, ny, nz) int8 flags it belongs to.
+        dtype: float dtype of the system.
+
+    Raises:
+        ValueError: non-float dtype, shape other than the flags', NaN/Inf, negative entries or
+            nonzero entries at SOLID/AIR cells (the message names ``ghost``).
+    """
+    g = torch.as_tensor(np.asarray(ghost) if not isinstance(ghost, torch.Tensor) else ghost)
+    if not g.dtype.is_floating_point:
+        raise ValueError(f"ghost must be a float array, got dtype {g.dtype}")
+    if g.ndim == 3:
+        g = g.unsqueeze(0)
+    if tuple(g.shape) != tuple(flags.shape):
+        raise ValueError(f"ghost must have the flags' shape {tuple(flags.shape)}, got {tuple(g.shape)}")
+    g = g.to(device=flags.device, dtype=dtype).contiguous()
+    lo, hi = torch.aminmax(g) if g.numel() else (g.new_zeros(()), g.new_zeros(()))
+    if not (torch.isfinite(lo) and torch.isfinite(hi)):
+        raise ValueError("ghost contains NaN or Inf")
+    if float(lo) < 0:
+        raise ValueError(f"ghost must be >= 0 (sum of 1/theta - 1 over AIR faces), min is {float(lo)}")
+    if bool(((g != 0) & (flags != FLUID)).any()):
+        raise ValueError("ghost must be zero at SOLID and AIR cells")
+    return g
+
+
 def bdot(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Per-batch dot product of (B, ...) tensors -> (B,), without a full-size temporary."""
     B = x.shape[0]
@@ -59,16 +101,28 @@ def bdot(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 class PoissonSystem:
     """The operator A for a batch of flag grids, with its null space.
 
+    Args:
+        flags: (B, nx, ny, nz) or (nx, ny, nz) cell flags (see :func:`as_flags`).
+        dtype: float dtype of the operator's arrays.
+        device: torch device (default: the flags').
+        ghost: optional (B, nx, ny, nz) ghost-fluid diagonal term (see :func:`as_ghost` and the
+            module docstring); None is the plain operator.
+        null_space: label the pure-Neumann components (needed by :meth:`project_null_`); False
+            skips the labelling for operators that are never projected (coarse multigrid
+            levels), and :attr:`singular` is then None.
+
     Attributes:
         flags: (B, nx, ny, nz) int8.
         fluid: (B, nx, ny, nz) float mask of FLUID cells.
-        diag: (B, nx, ny, nz) number of non-solid neighbours of each fluid cell (0 elsewhere).
+        ghost: (B, nx, ny, nz) ghost-fluid diagonal term, or None.
+        diag: (B, nx, ny, nz) number of non-solid neighbours of each fluid cell plus ``ghost``
+            (0 at non-fluid cells).
         cx, cy, cz: couplings, 1 where a cell and its +x/+y/+z neighbour are both fluid;
             shapes (B, nx-1, ny, nz), (B, nx, ny-1, nz), (B, nx, ny, nz-1).
         singular: True when some fluid component touches no AIR cell.
     """
 
-    def __init__(self, flags, dtype: torch.dtype = torch.float64, device=None):
+    def __init__(self, flags, dtype: torch.dtype = torch.float64, device=None, ghost=None, null_space: bool = True):
         self.flags = as_flags(flags).to(device)
         self.dtype = dtype
         f = self.flags
@@ -85,15 +139,24 @@ class PoissonSystem:
         nb[:, :, :, 1:] += ns[:, :, :, :-1]
         nb[:, :, :, :-1] += ns[:, :, :, 1:]
         self.diag = nb * self.fluid
+        self.ghost = None if ghost is None else as_ghost(ghost, self.flags, dtype)
+        anchored = None  # cells whose row sum is positive: an AIR face or a ghost weight
+        if self.ghost is not None:
+            anchored = self.ghost > 0
+            self.diag = self.diag + self.ghost
         self.cx = (self.fluid[:, :-1] * self.fluid[:, 1:]).contiguous()
         self.cy = (self.fluid[:, :, :-1] * self.fluid[:, :, 1:]).contiguous()
         self.cz = (self.fluid[:, :, :, :-1] * self.fluid[:, :, :, 1:]).contiguous()
         self.inv_diag = torch.where(self.diag > 0, 1.0 / self.diag.clamp(min=1), 0.0)
-        self._build_null_space()
+        if null_space:
+            self._build_null_space(anchored)
+        else:
+            self.singular, self._labels = None, None
 
     # ------------------------------------------------------------------ null space
-    def _build_null_space(self):
-        """Label fluid components that touch no AIR cell (each adds one null vector)."""
+    def _build_null_space(self, anchored: torch.Tensor | None):
+        """Label fluid components that touch no AIR cell and have no ghost weight (each adds one
+        null vector)."""
         f = self.flags.cpu().numpy()
         B = f.shape[0]
         nfluid_nb = torch.zeros(self.shape, dtype=self.dtype, device=self.flags.device)
@@ -103,7 +166,10 @@ class PoissonSystem:
         nfluid_nb[:, :, 1:] += self.cy
         nfluid_nb[:, :, :, :-1] += self.cz
         nfluid_nb[:, :, :, 1:] += self.cz
-        touches_air = ((self.diag - nfluid_nb) > 0.5).cpu().numpy()
+        touches = (self.diag - nfluid_nb) > 0.5
+        if anchored is not None:
+            touches |= anchored
+        touches_air = touches.cpu().numpy()
         labels = np.zeros(f.shape, dtype=np.int64)
         counts = [1.0]
         at_most_one = True  # every batch item has at most one floating component

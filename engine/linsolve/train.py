@@ -4,16 +4,20 @@ Unsupervised objective of Kaneda et al., ICML 2023 (arXiv 2205.10763, Eq. 9): fo
 vectors r, minimize ||r - s A f(r)||^2 / ||r||^2 over the network with the optimal scale s
 factored out, i.e. the loss 1 - (r.A f)^2 / (|r|^2 |A f|^2) (:mod:`engine.linsolve.learned`).
 
-Training data: random scenes of :func:`engine.linsolve.scenes.random_training` (obstacles,
-containers, free surfaces, bubbles) at the grid sizes given by ``--sizes``, several scenes
-stacked on the batch axis of one :class:`~engine.linsolve.operator.PoissonSystem`. The vectors
+Training data: random liquid scenes of :func:`engine.linsolve.scenes.random_liquid` (containers,
+layers, blobs and drops with ghost-fluid free-surface weights, solid obstacles at random poses;
+fraction ``--liquid``) and unit-coefficient scenes of :func:`engine.linsolve.scenes.random_training`
+(obstacles, containers, free surfaces, bubbles, closed boxes) at the grid sizes given by
+``--sizes``, several scenes stacked on the batch axis of one
+:class:`~engine.linsolve.operator.PoissonSystem` (float32). The vectors
 are rich in the low end of A's spectrum in the way that matters to a preconditioned solver: they
 are the residuals r_k of our own MGPCG solves (k = 0..8) started from white-noise and smooth
 random right-hand sides, normalized; the residuals after a few V-cycles are exactly the
 components the plain V-cycle handles worst. The pool of scenes is refreshed during training.
 
 Model selection: every ``--val-every`` steps the conjugate direction solve (rtol 1e-6) runs on a
-fixed validation set; the weights with the fewest total iterations (ties: lower loss) are kept.
+fixed validation set (four 32^3 liquid scenes, seed 12345, not in the training stream); the
+weights with the fewest total iterations (ties: lower loss) are kept.
 Outputs: the weight file (``--out``), a loss-curve PNG (``--plot``) and a JSON log next to it.
 """
 
@@ -30,10 +34,10 @@ import numpy as np
 import torch
 
 from engine.linsolve.learned import DEFAULT_WEIGHTS, LearnedMG, save_weights
-from engine.linsolve.multigrid import Hierarchy, VCycle
-from engine.linsolve.operator import PoissonSystem, bdot
+from engine.linsolve.multigrid import Hierarchy, JacobiSmoother, VCycle
+from engine.linsolve.operator import FLUID, PoissonSystem, bdot
 from engine.linsolve.pcg import conjugate_directions
-from engine.linsolve.scenes import random_training
+from engine.linsolve.scenes import random_liquid, random_training
 
 
 def parse_args(argv):
@@ -48,7 +52,10 @@ def parse_args(argv):
     p.add_argument("--refresh", type=int, default=40, help="replace one pool system every N steps")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--hidden", type=int, default=64)
-    p.add_argument("--n-smooth", type=int, default=2, help="pre- and post-smoothing sweeps")
+    p.add_argument("--n-smooth", type=int, default=1, help="pre- and post-smoothing sweeps (coarse levels)")
+    p.add_argument("--fine-pre", type=int, default=0, help="pre-smoothing sweeps on the finest level")
+    p.add_argument("--coarsest", type=int, default=64, help="cells of the coarsest level (exact solve)")
+    p.add_argument("--liquid", type=float, default=0.75, help="fraction of liquid (ghost-fluid) scenes")
     p.add_argument("--val-every", type=int, default=250)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -66,12 +73,27 @@ def _smooth_noise(shape, rng, dtype):
     return torch.fft.irfftn(X, s=shape[1:], dim=(1, 2, 3)).to(dtype)
 
 
-def make_item(n: int, batch: int, rng, dtype=torch.float32):
+def random_scene(n: int, rng, liquid: float = 0.75):
+    """(flags, ghost) of one training scene: a liquid scene with probability ``liquid``, else a
+    unit-coefficient scene (zero ghost); scenes with under 2 % fluid cells are drawn again."""
+    while True:
+        if rng.random() < liquid:
+            f, g = random_liquid(n, rng)
+        else:
+            f = random_training(n, rng)
+            g = np.zeros(f.shape)
+        if (f == FLUID).mean() >= 0.02:
+            return f, g
+
+
+def make_item(n: int, batch: int, rng, dtype=torch.float32, liquid: float = 0.75, coarsest: int = 64):
     """One pool entry: a batched system, its hierarchy and MGPCG residuals (list of (B, ...))."""
-    flags = np.stack([random_training(n, rng) for _ in range(batch)])
-    S = PoissonSystem(flags, dtype=dtype)
-    h = Hierarchy(S)
-    V = VCycle(h)
+    scenes = [random_scene(n, rng, liquid) for _ in range(batch)]
+    flags = np.stack([f for f, _ in scenes])
+    ghost = np.stack([g for _, g in scenes])
+    S = PoissonSystem(flags, dtype=dtype, ghost=ghost)
+    h = Hierarchy(S, coarsest)
+    V = VCycle(h, JacobiSmoother(h, 0.8))
     shape = S.shape
     res = []
     with torch.no_grad():
@@ -113,14 +135,17 @@ def loss_fn(S: PoissonSystem, f, r: torch.Tensor) -> torch.Tensor:
     return (1.0 - num / den).mean()
 
 
-def validation_set(seed: int = 12345):
-    """Fixed validation systems (32^3 training-family scenes, f32)."""
+def validation_set(seed: int = 12345, coarsest: int = 64):
+    """Fixed validation systems (32^3 liquid scenes with ghost-fluid weights, f32)."""
     rng = np.random.default_rng(seed)
     out = []
-    for _ in range(4):
-        S = PoissonSystem(np.stack([random_training(32, rng)]), dtype=torch.float32)
+    while len(out) < 4:
+        f, g = random_liquid(32, rng)
+        if (f == 0).mean() < 0.1:
+            continue
+        S = PoissonSystem(f, dtype=torch.float32, ghost=g)
         b = torch.from_numpy(rng.standard_normal(S.shape)).float()
-        out.append((S, Hierarchy(S), b))
+        out.append((S, Hierarchy(S, coarsest), b))
     return out
 
 
@@ -128,7 +153,7 @@ def validate(model, vset) -> int:
     total = 0
     for S, h, b in vset:
         f = model.bind(S, h).precompute()
-        res = conjugate_directions(S, b, f, rtol=1e-6, max_iter=100, check=False)
+        res = conjugate_directions(S, b, f, rtol=1e-6, max_iter=100, n_keep=2, check=False)
         total += res.iterations if res.converged else 100
     return total
 
@@ -156,11 +181,11 @@ def main(argv: list[str] | None = None) -> int:
     pool = []
     for _ in range(args.pool):
         n = random.choice(sizes)
-        pool.append(make_item(n, batch_for(n), rng))
-    model = LearnedMG(args.n_smooth, args.n_smooth, args.hidden)
+        pool.append(make_item(n, batch_for(n), rng, liquid=args.liquid, coarsest=args.coarsest))
+    model = LearnedMG(args.n_smooth, args.n_smooth, args.hidden, coarsest=args.coarsest, fine_pre=args.fine_pre)
     bound = [model.bind(it["system"], it["hierarchy"]) for it in pool]
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-    vset = validation_set()
+    vset = validation_set(coarsest=args.coarsest)
     best_iters = validate(model, vset)
     init_iters = best_iters
     best_loss = math.inf
@@ -174,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         if step % args.refresh == 0:
             j = random.randrange(len(pool))
             n = random.choice(sizes)
-            pool[j] = make_item(n, batch_for(n), rng)
+            pool[j] = make_item(n, batch_for(n), rng, liquid=args.liquid, coarsest=args.coarsest)
             bound[j] = model.bind(pool[j]["system"], pool[j]["hierarchy"])
         j = random.randrange(len(pool))
         item = pool[j]
@@ -214,6 +239,7 @@ def _meta(args, step, t0, best_iters, init_iters, loss):
         "steps": step,
         "seconds": round(time.time() - t0, 1),
         "sizes": args.sizes,
+        "liquid_fraction": args.liquid,
         "val_iters_total_rtol1e-6": best_iters,
         "val_iters_total_untrained": init_iters,
         "loss_ema": None if loss is None or not math.isfinite(loss) else round(float(loss), 5),
