@@ -18,7 +18,10 @@ components the plain V-cycle handles worst. The pool of scenes is refreshed duri
 Model selection: every ``--val-every`` steps the conjugate direction solve (rtol 1e-6) runs on a
 fixed validation set (four 32^3 liquid scenes, seed 12345, not in the training stream); the
 weights with the fewest total iterations (ties: lower loss) are kept.
-Outputs: the weight file (``--out``), a loss-curve PNG (``--plot``) and a JSON log next to it.
+Outputs: the weight file (``--out``, by default under the git-ignored ``out/``; an existing file
+is replaced only with ``--overwrite``, so regenerating the shipped weights is ``--out
+assets/preconditioner/learned_mg.pt --overwrite``), a loss-curve PNG (``--plot``) and a JSON log
+next to it.
 """
 
 from __future__ import annotations
@@ -42,7 +45,13 @@ from engine.linsolve.scenes import random_liquid, random_training
 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="fluxlab train-preconditioner", description=__doc__.split("\n")[0])
-    p.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS, help="weight file to write")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("out/preconditioner/learned_mg.pt"),
+        help=f"weight file to write (default out/preconditioner/learned_mg.pt; the shipped file is {DEFAULT_WEIGHTS})",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--plot", type=Path, default=None, help="loss curve PNG (default: next to --out)")
     p.add_argument("--minutes", type=float, default=45.0, help="wall-clock training budget")
     p.add_argument("--steps", type=int, default=100000, help="maximum optimizer steps")
@@ -170,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(s) for s in args.sizes.split(",") if s]
     if not sizes or any(s < 8 or s % 4 for s in sizes):
         raise ValueError(f"--sizes must be multiples of 4 and >= 8, got {args.sizes!r}")
+    if args.out.exists() and not args.overwrite:
+        raise SystemExit(f"--out {args.out} exists; pass --overwrite to replace it")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     plot = args.plot or args.out.with_suffix(".loss.png")
     t0 = time.time()
