@@ -1,13 +1,12 @@
 """Gymnasium environments wrapping FluxLab tasks; importing this package registers them.
 
 Every task in :data:`tasks.TASKS` is registered as ``FluxLab/<Task>-v0`` with the generic
-:class:`envs.env.FluxLabEnv` (``gymnasium.make``) and the batched
-:class:`envs.vector.FluxLabVectorEnv` (``gymnasium.make_vec(..., vectorization_mode=
-"vector_entry_point")``), with ``max_episode_steps`` = the task's cpu-preset horizon
-(:mod:`envs.registry`). :class:`envs.spec.EnvSpec` describes one environment (task, preset,
-config overrides, precision, seed) as a single picklable value and makes it with the time limit
-of its own horizon; with ``gymnasium.make`` and ``preset="paper"`` pass ``max_episode_steps``
-yourself. Both env classes share their step bookkeeping (:mod:`envs.step`).
+:class:`envs.env.FluxLabEnv` (``gymnasium.make``, in a ``TimeLimit`` at the task's horizon after
+overrides and preset) and the batched :class:`envs.vector.FluxLabVectorEnv`
+(``gymnasium.make_vec(..., vectorization_mode="vector_entry_point")``) (:mod:`envs.registry`).
+:class:`envs.spec.EnvSpec` describes one environment (task, preset, config overrides, precision,
+seed) as a single picklable value. Both env classes share their step bookkeeping
+(:mod:`envs.step`).
 """
 
 from __future__ import annotations

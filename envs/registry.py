@@ -1,10 +1,13 @@
 """Gymnasium registration of every FluxLab task, and task ids to registered names.
 
 Every task in :data:`tasks.TASKS` whose module is present is registered as
-``FluxLab/<Task>-v0`` with the generic :class:`envs.env.FluxLabEnv` (``gymnasium.make``) and the
-batched :class:`envs.vector.FluxLabVectorEnv` (``gymnasium.make_vec(...,
-vectorization_mode="vector_entry_point")``), with ``max_episode_steps`` = the task's cpu-preset
-horizon. Importing this module registers them.
+``FluxLab/<Task>-v0`` with :func:`make_env` (``gymnasium.make``: the generic
+:class:`envs.env.FluxLabEnv` in a ``TimeLimit`` at the task's own horizon, so a ``horizon=``
+override or the paper preset sets the episode length and ``env.spec.max_episode_steps`` reports
+it) and the batched :class:`envs.vector.FluxLabVectorEnv` (``gymnasium.make_vec(...,
+vectorization_mode="vector_entry_point")``). The registry itself holds no ``max_episode_steps``
+(a fixed one would cut a longer horizon short); ``gymnasium.make(..., max_episode_steps=n)`` still
+adds a limit of its own. Importing this module registers them.
 """
 
 from __future__ import annotations
@@ -21,6 +24,14 @@ def env_id(task: str) -> str:
     return f"{NAMESPACE}/{task}-v0"
 
 
+def make_env(**kwargs) -> gym.Env:
+    """``FluxLabEnv(**kwargs)`` with Gymnasium's ``TimeLimit`` at its task's horizon."""
+    from envs.env import FluxLabEnv
+
+    env = FluxLabEnv(**kwargs)
+    return gym.wrappers.TimeLimit(env, max_episode_steps=env.horizon)
+
+
 def register_all() -> list[str]:
     """Register every available task (idempotent); returns the ids."""
     ids = []
@@ -29,9 +40,8 @@ def register_all() -> list[str]:
         if eid not in gym.registry:
             gym.register(
                 id=eid,
-                entry_point="envs.env:FluxLabEnv",
+                entry_point="envs.registry:make_env",
                 vector_entry_point="envs.vector:FluxLabVectorEnv",
-                max_episode_steps=tasks.task_class(name).default_config("cpu").horizon,
                 kwargs={"task": name},
             )
         ids.append(eid)

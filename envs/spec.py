@@ -144,10 +144,8 @@ class EnvSpec:
         return EnvSpec(self.task, self.preset, {**self.overrides, **overrides}, self.precision, self.seed)
 
     def make(self, render_mode: str | None = None, render_size: int | None = None):
-        """``gymnasium.make`` of this env, its time limit the task horizon after overrides.
-
-        The registry's ``max_episode_steps`` is the cpu-preset horizon; the spec passes its own
-        horizon so a ``horizon`` override or the paper preset ends episodes where the task does.
+        """``gymnasium.make`` of this env; its ``TimeLimit`` is the task horizon after overrides
+        (:func:`envs.registry.make_env`).
 
         Args:
             render_mode: None or ``"rgb_array"``.
@@ -157,7 +155,6 @@ class EnvSpec:
 
         return gym.make(
             self.env_id,
-            max_episode_steps=self.horizon,
             preset=self.preset,
             render_mode=render_mode,
             render_size=render_size,

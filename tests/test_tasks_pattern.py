@@ -172,14 +172,14 @@ def test_latte_art_scripted_pour_makes_progress_random_does_not_succeed(runtime)
     assert scripted[-1] < 0.4 * scripted[0], scripted[::10]
     # Random tilts average out, so a seeded random policy pours little over the full horizon: it
     # never succeeds and the loss stays above 70 % of its start (seeds 0-2 stay above 85 %).
-    horizon = gym.spec(envs.env_id("LatteArt")).max_episode_steps
+    horizon = _cpu_config("LatteArt").horizon
     random, success = _run("LatteArt", "random", horizon, seed=1)
     assert not success and random.min() > 0.7 * random[0], random[::10]
 
 
 @pytest.mark.parametrize("name", ["IceCreamStatic", "IceCreamDynamic"])
 def test_ice_cream_scripted_catches_and_random_does_not_succeed(runtime, name):
-    horizon = gym.spec(envs.env_id(name)).max_episode_steps
+    horizon = _cpu_config(name).horizon
     # Scripted, shortened to 35 of 50 steps (all ice cream has landed by step ~32): the loss
     # must fall below 25 % of its start (f64 runs reach ~10 % by then).
     scripted, _ = _run(name, "scripted", 35)
@@ -197,7 +197,7 @@ def test_latte_art_stir_scripted_spiral_makes_progress_random_does_not(runtime):
     # Scripted spiral over the full horizon (120 steps): the loss must end below 80 % of its start
     # (f64: 1.106 -> 0.806, 73 %). A seeded random policy never succeeds and its loss stays
     # above 90 % of the start (seed 0: minimum 97 %; seeds 1-2: 92 %, 89 %).
-    horizon = gym.spec(envs.env_id("LatteArtStir")).max_episode_steps
+    horizon = _cpu_config("LatteArtStir").horizon
     scripted, _ = _run("LatteArtStir", "scripted", horizon)
     assert scripted[-1] < 0.8 * scripted[0], scripted[::10]
     random, success = _run("LatteArtStir", "random", horizon, seed=0)

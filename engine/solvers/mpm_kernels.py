@@ -53,6 +53,7 @@ benchmarks/liquid_rest.py measures.
 
 import taichi as ti
 
+from engine import runtime
 from engine.geometry.sdf import sdf_world
 from engine.materials import FLUID, N_PARAMS, P_DENSITY, P_E, P_VISCOSITY, kirchhoff_stress
 
@@ -237,6 +238,12 @@ def stress_adjoint_fluid(
 #   (when only the slab form binned), 672 particles at B = 1 took 0.051 s with slabs and 0.034 s
 #   without; from ~2k particles (or B = 8 of 672) slabs were faster. Hence the threshold on B * N.
 #   Particles are binned with either form: the grid kernels use the bins to skip empty planes.
+# On the CPU both forward forms are bitwise reproducible: a slab is summed serially in particle
+# order, and the all-particle form (:func:`p2g`, :func:`deposit_packing`) runs there as one serial
+# pass in particle order, its atomics demoted to plain adds. Parallel float atomics would add in
+# an order set by thread timing (runs then differed by ~1e-7 relative in f32); the serial pass
+# serves scenes below SLAB_MIN_PARTICLES, whose scatter is a small part of a step (measured:
+# benchmarks/results/env_determinism.json). The adjoint scatters (g2p_adjoint) stay parallel.
 SLAB_WIDTH = 2
 SLAB_MIN_PARTICLES = 4096
 # Taichi 1.7's CPU backend hands a parallel loop to its threads in blocks of at least 512
@@ -287,6 +294,11 @@ def bin_particles(x: ndarray(), s_in: ti.i32, inv_dx: float, slab_start: ndarray
     for b, p in ti.ndrange(x.shape[1], x.shape[2]):
         base, _ = stencil(x[s_in, b, p], inv_dx)
         order[b, slab_start[b, base[0] // SLAB_WIDTH] + rank[b, p]] = p
+
+
+def _serial_scatter() -> bool:
+    """Whether the all-particle scatters run as one ordered serial pass (on the CPU, see above)."""
+    return runtime.on_cpu()
 
 
 @ti.func
@@ -356,9 +368,12 @@ def p2g(
     grid_mom_mass: ndarray(),
     inv_dx: float,
 ):
-    """Particle-to-grid scatter of mass and APIC momentum, atomic adds."""
+    """Particle-to-grid scatter of mass and APIC momentum: atomic adds in parallel, or on the CPU
+    plain adds in one serial pass in particle order (reproducible; see SLAB_WIDTH's note)."""
+    ti.loop_config(serialize=ti.static(_serial_scatter()))
     for b, p in ti.ndrange(x.shape[1], x.shape[2]):
-        _p2g_particle(b, p, x, v, s_in, material_id, volume, params, affine, grid_mom_mass, inv_dx, True)
+        atomic = ti.static(not _serial_scatter())
+        _p2g_particle(b, p, x, v, s_in, material_id, volume, params, affine, grid_mom_mass, inv_dx, atomic)
 
 
 @ti.kernel
@@ -817,9 +832,11 @@ def _deposit_particle(b, p, x: ti.template(), J: ti.template(), s_in, volume: ti
 @ti.kernel
 def deposit_packing(x: ndarray(), J: ndarray(), s_in: ti.i32, volume: ndarray(), packing: ndarray(), inv_dx: float):
     """The volume the particles claim on the grid, ``packing[b, i, j, k] += sum_p w_ip V0_p J_p /
-    dx^3`` (a fraction of the node's cell volume; 1 where the material at J fills it), atomic adds."""
+    dx^3`` (a fraction of the node's cell volume; 1 where the material at J fills it), atomic adds
+    in parallel, or on the CPU one serial pass in particle order (as :func:`p2g`)."""
+    ti.loop_config(serialize=ti.static(_serial_scatter()))
     for b, p in ti.ndrange(x.shape[1], x.shape[2]):
-        _deposit_particle(b, p, x, J, s_in, volume, packing, inv_dx, True)
+        _deposit_particle(b, p, x, J, s_in, volume, packing, inv_dx, ti.static(not _serial_scatter()))
 
 
 @ti.kernel
