@@ -62,6 +62,11 @@ class SmokeConfig:
         rtol: relative residual of the pressure solve.
         max_iter: pressure solve iteration cap (None: solver default).
         on_fail: "raise" or "warn" when the pressure solve does not converge.
+        max_speed: a face velocity faster than this [m/s] counts as a blow-up
+            (:meth:`GridFluid.blown_up`); None means the speed that crosses the whole grid's
+            longest side in one step, ``max(shape) * dx / dt`` (semi-Lagrangian advection stays
+            stable at any CFL number, so the MPM limit of one cell per step would be too strict;
+            a backtrace longer than the grid only samples its walls).
     """
 
     shape: tuple[int, int, int] = (16, 16, 16)
@@ -77,6 +82,7 @@ class SmokeConfig:
     rtol: float = 1e-6
     max_iter: int | None = None
     on_fail: str = "raise"
+    max_speed: float | None = None
 
     def __post_init__(self):
         if len(self.shape) != 3 or any(int(n) < 2 for n in self.shape):
@@ -96,6 +102,13 @@ class SmokeConfig:
             raise ValueError(f"rtol must be in (0, 1), got {self.rtol}")
         if self.on_fail not in ("raise", "warn"):
             raise ValueError(f"on_fail must be 'raise' or 'warn', got {self.on_fail!r}")
+        if self.max_speed is not None and not (math.isfinite(self.max_speed) and self.max_speed > 0):
+            raise ValueError(f"max_speed must be None or a positive finite number, got {self.max_speed}")
+
+    @property
+    def speed_limit(self) -> float:
+        """Blow-up threshold on face speed [m/s] (see ``max_speed``)."""
+        return self.max_speed if self.max_speed is not None else max(self.shape) * self.dx / self.dt
 
 
 @dataclass
@@ -377,6 +390,17 @@ class GridFluid:
                 raise RuntimeError(msg)
             warnings.warn(msg, RuntimeWarning, stacklevel=2)
         return u, v, w, phi
+
+    def blown_up(self, state: SmokeState) -> torch.Tensor:
+        """(B,) bool: a field of ``state`` holds NaN/Inf, or a face velocity exceeds
+        :attr:`SmokeConfig.speed_limit` (the gas counterpart of the MPM blow-up test)."""
+        bad = torch.zeros(state.u.shape[0], dtype=torch.bool, device=state.u.device)
+        for f in (state.u, state.v, state.w, state.density, state.temperature, state.pressure):
+            bad |= ~torch.isfinite(f.detach()).flatten(1).all(1)
+        limit = self.cfg.speed_limit
+        for f in (state.u, state.v, state.w):
+            bad |= f.detach().abs().flatten(1).amax(1) > limit  # NaN compares False; caught above
+        return bad
 
     def step(self, state: SmokeState, sources: torch.Tensor | None = None) -> SmokeState:
         """Advance one time step (advect, forces, walls, project); see module docstring.

@@ -18,14 +18,24 @@ Subcommands
         CMA-ES over the same open-loop parameterization (:mod:`policies.cmaes`).
     ``fluxlab train --task Pouring-v0 --algo ppo|sac --timesteps 20000``
         Stable-Baselines3 PPO / SAC (:mod:`policies.rl`).
+    ``fluxlab sweep SWEEP.yaml [--address auto] [--num-cpus N] [--fresh]``
+        A grid / random sweep of ``optimize``, ``cmaes`` or ``train`` runs as Ray Tune trials
+        (:mod:`policies.dist.sweep`; needs the ``fluxlab[dist]`` extra); running it again resumes it.
 
 ``optimize`` and ``cmaes`` write to ``--out``: ``log.csv``, TensorBoard events (``tb/``),
 ``loss.png``, ``best.npz`` (reload with ``fluxlab rollout --policy``), ``best.mp4`` (the best
 trajectory replayed in the env; its final loss is checked against the recorded one) and
 ``summary.json`` (:mod:`policies.runs`). ``train`` writes ``model.zip`` (+ ``model.json``),
 ``best_model.zip``, monitor CSVs, ``evaluations.npz``, ``tb/``, ``learning_curve.png``,
-``summary.json`` and a video. Task ids may be given with or without the ``FluxLab/`` prefix and
-``-v0`` suffix.
+``summary.json`` and a video. All three also write ``run.log`` and hold ``--out`` alone
+(:mod:`policies.rundir`): a second command into it is refused, an existing run is continued with
+``--resume`` or replaced with ``--overwrite``, and SIGINT / SIGTERM end the run after its current
+iteration with the best result saved (exit status 128 + the signal's number). Task ids may be
+given with or without the ``FluxLab/`` prefix and ``-v0`` suffix.
+
+The parser imports nothing heavy: ``--help``, ``--version`` and argument errors answer at once,
+without starting Taichi; each handler checks its arguments and output paths before it imports
+the simulator.
 
 Usage: ``fluxlab demo --out demo.mp4 --steps 60 --precision f32`` (about a minute on a 2-core
 CPU; ``--small`` is a coarse, fast variant for smoke tests).
@@ -38,17 +48,103 @@ from collections.abc import Sequence
 _TRAIN = "train-preconditioner"
 
 
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions and examples kept as written; an option's default appended to its help unless
+    the help already names it or there is none (None, False, [])."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if "default" in text or default in (None, False, [], argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+#: Description and examples of each subcommand (its ``--help``); times on an idle 2-core CPU.
+_ABOUT = {
+    "demo": (
+        "Simulate and render the engine's demo scene (water, a glass cup, a floating cube and a paddle).",
+        "examples:\n  fluxlab demo --out demo.mp4             # about a minute\n"
+        "  fluxlab demo --small --out demo.gif     # coarse and fast, about 15 s",
+    ),
+    "rollout": (
+        "Run one episode of a policy (random, scripted, a saved trajectory .npz or a trained model .zip) and "
+        "print its total reward, final loss and success; a saved policy brings its own env.",
+        "examples:\n  fluxlab rollout --task Pouring-v0 --policy scripted --video pour.mp4   # about 30 s\n"
+        "  fluxlab rollout --policy runs/opt/best.npz                             # its own task and seed",
+    ),
+    "optimize": (
+        "Gradient-based open-loop trajectory optimization through the differentiable simulator (Adam by "
+        "default). Writes log.csv, tb/, loss.png, best.npz, best.mp4, summary.json and run.log to --out. "
+        "SIGINT / SIGTERM stop after the current iteration with best.npz and the summary saved; --resume "
+        "continues the run until --iters iterations in all.",
+        "examples:\n  fluxlab optimize --task Pouring-v0 --iters 20 --out runs/opt   # about 4 min\n"
+        "  fluxlab optimize --task Pouring-v0 --iters 40 --out runs/opt --resume",
+    ),
+    "cmaes": (
+        "CMA-ES (the cma package) over the same open-loop parameterization, forward rollouts only. Writes the "
+        "same files as optimize; SIGINT / SIGTERM and --resume work the same way (--evals counts the whole run).",
+        "examples:\n  fluxlab cmaes --task Pouring-v0 --evals 200 --out runs/cma   # about 10 min\n"
+        "  fluxlab cmaes --task Pouring-v0 --evals 400 --out runs/cma --resume",
+    ),
+    "train": (
+        "Train Stable-Baselines3 PPO or SAC on the task's dense reward. Writes model.zip (+ model.json), "
+        "best_model.zip (+ json), monitor CSVs, evaluations.npz, tb/, learning_curve.png, summary.json, run.log "
+        "and a video to --out. SIGINT / SIGTERM stop after the current step with model.zip saved; --resume "
+        "continues model.zip until --timesteps steps in all.",
+        "examples:\n  fluxlab train --task Pouring-v0 --algo ppo --timesteps 20000 --out runs/ppo   # about 15 min\n"
+        "  fluxlab rollout --policy runs/ppo/best_model.zip --video ppo.mp4",
+    ),
+}
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("fluxlab")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _subparser(sub, name: str, help_text: str, **kwargs) -> argparse.ArgumentParser:
+    import textwrap
+
+    description, epilog = _ABOUT.get(name, (None, None))
+    description = description and textwrap.fill(description, 100)
+    return sub.add_parser(
+        name, help=help_text, description=description, epilog=epilog, formatter_class=_Formatter, **kwargs
+    )
+
+
+def _frame_size(text: str) -> int:
+    """``--size``: a frame width and height [px] in [16, 2048]."""
+    try:
+        size = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer number of pixels, got {text!r}") from None
+    if not 16 <= size <= 2048:
+        raise argparse.ArgumentTypeError(f"must be in [16, 2048] pixels, got {size}")
+    return size
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fluxlab", description="FluxLab command line tools.")
+    """The argument parser; building it imports nothing heavy (no torch, no Taichi)."""
+    parser = argparse.ArgumentParser(
+        prog="fluxlab",
+        description="FluxLab command line tools; 'fluxlab COMMAND --help' describes each command.",
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("--version", action="version", version=f"fluxlab {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    demo = sub.add_parser("demo", help="simulate and render a water/cup/cube/paddle scene to a video")
+    demo = _subparser(sub, "demo", "simulate and render a water/cup/cube/paddle scene to a video")
     demo.add_argument("--out", default="demo.mp4", help="output video (.mp4 or .gif); default demo.mp4")
-    demo.add_argument("--steps", type=int, default=60, help="control steps (one rendered frame each)")
+    demo.add_argument("--steps", type=int, default=300, help="frames of the pour/stir part (default 300)")
     demo.add_argument("--precision", choices=("f32", "f64"), default="f32", help="simulation float type")
     demo.add_argument("--arch", choices=("cpu", "cuda", "auto"), default=None, help="Taichi backend")
     demo.add_argument("--small", action="store_true", help="coarse grid, few particles, small frames")
-    demo.add_argument("--size", type=int, default=None, help="frame width and height [px]")
+    demo.add_argument("--size", type=_frame_size, default=None, help="frame width and height [px]")
     demo.add_argument("--fps", type=float, default=30.0, help="video frame rate")
     demo.add_argument("--no-progress", action="store_true", help="disable the progress bar")
     demo.set_defaults(handler=_demo)
@@ -59,32 +155,46 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     _add_policy_parsers(sub)
+
+    sweep = sub.add_parser("sweep", help="run a sweep file's trials on Ray Tune (resumes an interrupted sweep)")
+    sweep.add_argument("config", help="sweep file (.yaml, .yml or .toml)")
+    sweep.add_argument("--address", default=None, help="a running Ray cluster (auto, HOST:PORT); default: local")
+    sweep.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray instance (default: all)")
+    sweep.add_argument("--fresh", action="store_true", help="discard an earlier run of this sweep instead of resuming")
+    sweep.add_argument("--check", action="store_true", help="check the sweep file and the cluster, run nothing")
+    sweep.add_argument("--quiet", action="store_true", help="no Tune status output")
+    sweep.set_defaults(handler=_sweep)
     return parser
 
 
-def _env_arguments(parser: argparse.ArgumentParser, task_required: bool = True) -> None:
-    """Options every env-running subcommand shares."""
+def _env_arguments(parser: argparse.ArgumentParser, task_required: bool = True, saved_policy: bool = False) -> None:
+    """Options every env-running subcommand shares (``saved_policy``: rollout's wording)."""
     parser.add_argument(
         "--task", required=task_required, default=None, help="task id, e.g. Pouring-v0 or FluxLab/Pouring-v0"
     )
     parser.add_argument("--seed", type=int, default=None, help="env reset seed (default 0)")
     parser.add_argument("--preset", choices=("cpu", "paper"), default="cpu", help="task preset")
+    default = "a saved policy's own, else f32" if saved_policy else "f32"
     parser.add_argument(
-        "--precision",
-        choices=("f32", "f64"),
-        default=None,
-        help="simulation float type (default f32; a saved policy's own for rollout)",
+        "--precision", choices=("f32", "f64"), default=None, help=f"simulation float type (default: {default})"
     )
     parser.add_argument("--horizon", type=int, default=None, help="episode length override [env steps]")
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="task config override"
     )
-    parser.add_argument("--size", type=int, default=None, help="video frame width and height [px]")
+    parser.add_argument("--size", type=_frame_size, default=None, help="video frame width and height [px]")
     parser.add_argument("--no-progress", action="store_true", help="disable progress bars")
 
 
+def _run_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--resume`` / ``--overwrite`` of the commands that write a run directory."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    group.add_argument("--overwrite", action="store_true", help="delete the run saved in --out first")
+
+
 def _open_loop_arguments(parser: argparse.ArgumentParser, param: str) -> None:
-    from policies.trajopt import PARAMETERIZATIONS, SQUASHES
+    from policies.common import PARAMETERIZATIONS, SQUASHES
 
     parser.add_argument("--param", choices=PARAMETERIZATIONS, default=param, help="action parameterization")
     parser.add_argument("--knots", type=int, default=8, help="knots for linear/spline parameterizations")
@@ -94,11 +204,12 @@ def _open_loop_arguments(parser: argparse.ArgumentParser, param: str) -> None:
     parser.add_argument("--video-format", choices=("mp4", "gif"), default="mp4", help="best-trajectory video")
     parser.add_argument("--no-video", action="store_true", help="do not render the best trajectory")
     parser.add_argument("--no-tensorboard", action="store_true", help="do not write TensorBoard events")
+    _run_arguments(parser)
 
 
 def _add_policy_parsers(sub) -> None:
-    rollout = sub.add_parser("rollout", help="run one episode of a policy and (optionally) write a video")
-    _env_arguments(rollout, task_required=False)
+    rollout = _subparser(sub, "rollout", "run one episode of a policy and (optionally) write a video")
+    _env_arguments(rollout, task_required=False, saved_policy=True)
     rollout.add_argument(
         "--policy", required=True, help="random, scripted, a trajectory .npz or an SB3 model .zip (fluxlab train)"
     )
@@ -106,7 +217,7 @@ def _add_policy_parsers(sub) -> None:
     rollout.add_argument("--video", default=None, help="output video (.mp4 or .gif)")
     rollout.set_defaults(handler=_rollout)
 
-    opt = sub.add_parser("optimize", help="gradient-based open-loop trajectory optimization")
+    opt = _subparser(sub, "optimize", "gradient-based open-loop trajectory optimization")
     _env_arguments(opt)
     opt.add_argument("--iters", type=int, default=50, help="iterations (forward + backward)")
     opt.add_argument("--lr", type=float, default=0.1, help="learning rate")
@@ -115,7 +226,7 @@ def _add_policy_parsers(sub) -> None:
     _open_loop_arguments(opt, "per-step")
     opt.set_defaults(handler=_optimize)
 
-    es = sub.add_parser("cmaes", help="CMA-ES over open-loop action sequences")
+    es = _subparser(sub, "cmaes", "CMA-ES over open-loop action sequences")
     _env_arguments(es)
     es.add_argument("--evals", type=int, default=200, help="loss evaluations (whole generations)")
     es.add_argument("--sigma", type=float, default=0.5, help="initial CMA-ES step size")
@@ -123,7 +234,7 @@ def _add_policy_parsers(sub) -> None:
     _open_loop_arguments(es, "linear")
     es.set_defaults(handler=_cmaes)
 
-    rl = sub.add_parser("train", help="train PPO or SAC (Stable-Baselines3)")
+    rl = _subparser(sub, "train", "train PPO or SAC (Stable-Baselines3)")
     _env_arguments(rl)
     rl.add_argument("--algo", choices=("ppo", "sac"), required=True, help="RL algorithm")
     rl.add_argument("--timesteps", type=int, required=True, help="environment steps")
@@ -137,6 +248,7 @@ def _add_policy_parsers(sub) -> None:
     rl.add_argument("--out", default=None, help="output directory (default runs/train-<algo>-<task>-s<seed>)")
     rl.add_argument("--video", default="eval.mp4", help="video of the final evaluation episode ('' for none)")
     rl.add_argument("--no-tensorboard", action="store_true", help="do not write TensorBoard events")
+    _run_arguments(rl)
     rl.set_defaults(handler=_train)
 
 
@@ -181,12 +293,33 @@ def _overrides(args: argparse.Namespace) -> dict:
     return overrides
 
 
+def _blame(args: argparse.Namespace, build):
+    """``build(overrides)`` (an env spec); a config error names the ``--set`` item or option that caused it."""
+    overrides = _overrides(args)
+    try:
+        return build(overrides)
+    except ValueError as err:
+        items = [(f"--set {item}", k) for item, k in zip(args.overrides, _overrides_keys(args), strict=True)]
+        if args.horizon is not None:
+            items.append((f"--horizon {args.horizon}", "horizon"))
+        for option, key in items:
+            try:
+                build({key: overrides[key]})
+            except ValueError:
+                raise _UsageError(f"{option}: {err}") from None
+        raise
+
+
+def _overrides_keys(args: argparse.Namespace) -> list[str]:
+    return [item.partition("=")[0].strip() for item in args.overrides]
+
+
 def _spec(args: argparse.Namespace):
     """The env of the command line (precision f32 and seed 0 unless given)."""
     from envs import EnvSpec
 
     seed = 0 if args.seed is None else args.seed
-    return EnvSpec(args.task, args.preset, _overrides(args), args.precision or "f32", seed)
+    return _blame(args, lambda overrides: EnvSpec(args.task, args.preset, overrides, args.precision or "f32", seed))
 
 
 def _check_video(path: str | None) -> None:
@@ -223,15 +356,43 @@ def _rollout_source(args: argparse.Namespace):
     seed = args.seed
     if seed is None:
         seed = spec.seed if source.trajectory is not None else 0  # a model's spec holds its training seed
-    return source, replace(spec.with_overrides(**overrides), precision=args.precision or spec.precision, seed=seed)
+    spec = _blame(args, lambda more: spec.with_overrides(**more))
+    return source, replace(spec, precision=args.precision or spec.precision, seed=seed)
+
+
+def _check_writable(path: str, option: str) -> None:
+    """The file ``path`` can be written: its folder exists (or can be made) and is writable."""
+    import os
+    from pathlib import Path
+
+    folder = Path(path).expanduser().resolve().parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise _UsageError(f"{option} {path}: cannot create {folder} ({err.strerror or err})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise _UsageError(f"{option} {path}: the folder {folder} is not writable")
+
+
+def _interrupted(summary: dict) -> int:
+    """Exit status of a run: 0, or 128 + the number of the signal that stopped it."""
+    import signal
+
+    name = summary.get("interrupted_by")
+    if not summary.get("interrupted") or name is None:
+        return 0
+    print(f"interrupted by {name}; the best result so far is saved (continue with --resume)", file=sys.stderr)
+    return 128 + int(signal.Signals[name])
 
 
 def _rollout(args: argparse.Namespace) -> int:
-    from policies import runs
-
     if args.steps is not None and args.steps < 1:
         raise _UsageError(f"--steps must be >= 1, got {args.steps}")
     _check_video(args.video)
+    if args.video:
+        _check_writable(args.video, "--video")
+    from policies import runs
+
     source, spec = _rollout_source(args)
     options = {"steps": args.steps, "video": args.video, "render_size": args.size, "progress": not args.no_progress}
     run = runs.rollout(spec, source, **options)
@@ -268,6 +429,8 @@ def _print_open_loop(run: dict) -> None:
     loss = run["best_loss"]
     print(f"{run['task']}: loss {run['initial_loss']:.6g} (zero actions) -> {loss:.6g} (best, {run['stopped']})")
     replay = run["replay_loss"]
+    if replay is None:
+        return
     gap = abs(replay - loss)
     print(f"replay: final loss {replay:.6g} (|replay - recorded| = {gap:.3g}), success {run['replay_success']}")
     if gap > 1e-3 * max(1.0, abs(loss)):
@@ -275,16 +438,18 @@ def _print_open_loop(run: dict) -> None:
 
 
 def _optimize(args: argparse.Namespace) -> int:
-    from policies import runs
-
     if args.iters < 1 or not args.lr > 0:
         raise _UsageError(f"need --iters >= 1 and --lr > 0, got {args.iters}, {args.lr}")
+    from policies import runs
+
     spec = _spec(args)
     search = {
         "iters": args.iters,
         "lr": args.lr,
         "optimizer": args.optimizer,
         "clip": args.clip if args.clip > 0 else None,
+        "resume": args.resume,
+        "overwrite": args.overwrite,
     }
     run = runs.optimize_run(spec, _run_dir(args, "optimize", spec), _open_loop_settings(args), **search)
     print(
@@ -292,18 +457,25 @@ def _optimize(args: argparse.Namespace) -> int:
         "(forward + backward; the first, which compiles kernels, excluded)"
     )
     _print_open_loop(run)
-    return 0
+    return _interrupted(run)
 
 
 def _cmaes(args: argparse.Namespace) -> int:
-    from policies import runs
-
     if args.evals < 2 or not args.sigma > 0:
         raise _UsageError(f"need --evals >= 2 and --sigma > 0, got {args.evals}, {args.sigma}")
+    from policies import runs
+
     spec = _spec(args)
-    search = {"evals": args.evals, "sigma": args.sigma, "popsize": args.popsize}
-    _print_open_loop(runs.cmaes_run(spec, _run_dir(args, "cmaes", spec), _open_loop_settings(args), **search))
-    return 0
+    search = {
+        "evals": args.evals,
+        "sigma": args.sigma,
+        "popsize": args.popsize,
+        "resume": args.resume,
+        "overwrite": args.overwrite,
+    }
+    run = runs.cmaes_run(spec, _run_dir(args, "cmaes", spec), _open_loop_settings(args), **search)
+    _print_open_loop(run)
+    return _interrupted(run)
 
 
 def _train_options(args: argparse.Namespace, out) -> dict:
@@ -321,26 +493,56 @@ def _train_options(args: argparse.Namespace, out) -> dict:
         "render_size": args.size,
         "tensorboard": not args.no_tensorboard,
         "progress": not args.no_progress,
+        "resume": args.resume,
+        "overwrite": args.overwrite,
     }
 
 
 def _train(args: argparse.Namespace) -> int:
+    import json
     from pathlib import Path
-
-    from policies import rl
 
     if args.timesteps < 1 or args.num_envs < 1 or args.eval_episodes < 1:
         raise _UsageError("--timesteps, --num-envs and --eval-episodes must be >= 1")
     if args.n_steps is not None and args.algo != "ppo":
         raise _UsageError("--n-steps applies to PPO only")
     _check_video(args.video)
+    from policies import rl
+
     spec = _spec(args)
     out = Path(_run_dir(args, f"train-{args.algo}", spec))
     result = rl.train(spec, args.algo, out=out, **_train_options(args, out))
     print(f"wrote {result.model_path} ({result.timesteps} steps in {result.seconds:.1f} s) and {out}")
     for i, e in enumerate(result.evaluation):
         print(f"eval episode {i}: return {e.total_reward:.6g}, final loss {e.final_loss:.6g}, success {e.success}")
-    return 0
+    return _interrupted(json.loads((out / "summary.json").read_text()))
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    try:
+        from policies.dist import cluster, config, sweep
+    except ImportError as err:
+        raise _UsageError(f"fluxlab sweep needs the dist extra (pip install 'fluxlab[dist]'): {err}") from None
+
+    if args.num_cpus is not None and args.num_cpus < 1:
+        raise _UsageError(f"--num-cpus must be >= 1, got {args.num_cpus}")
+    cfg = config.load_sweep(args.config)
+    if args.check:
+        cluster.connect(args.address, args.num_cpus)
+        cluster.check_resources(cfg)
+        trials = f"{cfg.trial_count()} trials of {cfg.command} ({cfg.searcher} search)"
+        print(f"{args.config}: {trials}; the cluster can run them")
+        return 0
+    result = sweep.run_sweep(
+        cfg, address=args.address, num_cpus=args.num_cpus, fresh=args.fresh, verbose=0 if args.quiet else 1
+    )
+    ok = sum(row["status"] == "ok" for row in result.rows)
+    print(f"{'resumed' if result.resumed else 'ran'} {len(result.rows)} trials ({ok} ok) in {result.path}")
+    print(f"wrote {result.table} and " + ", ".join(str(p) for p in result.plots))
+    best = min((r for r in result.rows if r["loss"] is not None), key=lambda r: r["loss"], default=None)
+    if best is not None:
+        print(f"best: trial {best['trial']} ({best['task']}, seed {best['seed']}), loss {best['loss']:.6g}")
+    return 0 if ok == len(result.rows) else 1
 
 
 def _train_preconditioner(argv: Sequence[str]) -> int:

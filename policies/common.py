@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 
 #: A policy maps the current observation and the 0-based env step to an action in [-1, 1]^A.
 Policy = Callable[[np.ndarray, int], np.ndarray]
+#: Open-loop action parameterizations and squashes (:mod:`policies.trajopt`); named here so the
+#: command line lists them without importing torch.
+PARAMETERIZATIONS = ("per-step", "linear", "spline")
+SQUASHES = ("tanh", "clamp")
 
 
 def parse_overrides(items: Sequence[str] | None) -> dict[str, Any]:
@@ -161,17 +165,25 @@ class RunLog:
         out: run directory; writes ``log.csv`` and TensorBoard events under ``tb/``.
         columns: CSV columns in order; the first is the TensorBoard step.
         tensorboard: also write TensorBoard events.
+        append: continue an existing ``log.csv`` (a resumed run; its columns must match).
     """
 
-    def __init__(self, out: str | Path, columns: Sequence[str], tensorboard: bool = True):
+    def __init__(self, out: str | Path, columns: Sequence[str], tensorboard: bool = True, append: bool = False):
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.columns = list(columns)
         self.rows: list[dict[str, float]] = []
         self.csv_path = self.out / "log.csv"
-        self._file = open(self.csv_path, "w", newline="")  # closed in close()
+        resume = append and self.csv_path.is_file() and self.csv_path.stat().st_size > 0
+        if resume:
+            with open(self.csv_path, newline="") as f:
+                header = next(csv.reader(f), [])
+            if header != self.columns:
+                raise ValueError(f"{self.csv_path}: columns {header}, expected {self.columns}")
+        self._file = open(self.csv_path, "a" if resume else "w", newline="")  # closed in close()
         self._csv = csv.DictWriter(self._file, fieldnames=self.columns)
-        self._csv.writeheader()
+        if not resume:
+            self._csv.writeheader()
         self._tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter

@@ -16,6 +16,7 @@ raise ``FileNotFoundError`` and unreadable or malformed ones ``ValueError``, bot
 from __future__ import annotations
 
 import json
+import pickle
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -223,6 +224,16 @@ def _no_pickle_objects(algo: str, meta: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+#: Keys of an SB3 ``data`` entry that only one of the two algorithms writes.
+_ALGO_KEYS = {"ppo": "n_epochs", "sac": "tau"}
+
+
+def _stored_algo(data: dict[str, Any]) -> str | None:
+    """The algorithm an SB3 ``data`` entry belongs to (``ppo`` / ``sac``), None if neither."""
+    found = [algo for algo, key in _ALGO_KEYS.items() if key in data]
+    return found[0] if len(found) == 1 else None
+
+
 def load_model(path: str | Path):
     """Load an SB3 PPO / SAC model (.zip) written by ``fluxlab train``, without unpickling.
 
@@ -238,8 +249,9 @@ def load_model(path: str | Path):
 
     Raises:
         FileNotFoundError: the model or its side file does not exist.
-        ValueError: not a loadable SB3 model of the side file's algorithm, or it holds pickled
-            fields this loader does not know; the message names the file.
+        ValueError: naming the file: not a loadable SB3 model (a damaged archive or weights file,
+            a ``policy.pth`` that is not plain tensors), a model of another algorithm than the
+            side file declares, pickled fields this loader does not know, or non-finite weights.
     """
     path = Path(path)
     if not path.is_file():
@@ -256,7 +268,25 @@ def load_model(path: str | Path):
         unknown = sorted(pickled - set(objects))
         if unknown:
             raise ValueError(f"refusing to unpickle fields {unknown}")
+        stored = _stored_algo(data)
+        if stored != algo:
+            held = f"a {stored.upper()} model" if stored else "no PPO or SAC model"
+            raise ValueError(f"{model_meta_path(path).name} declares {algo.upper()}, but the archive holds {held}")
         model = {"ppo": PPO, "sac": SAC}[algo].load(path, device="cpu", custom_objects=objects)
-    except (OSError, EOFError, zipfile.BadZipFile, KeyError, TypeError, ValueError, RuntimeError) as err:
-        raise ValueError(f"{path}: not a valid {algo.upper()} model ({err})") from err
+    except (
+        OSError,
+        EOFError,
+        zipfile.BadZipFile,
+        pickle.UnpicklingError,
+        AttributeError,
+        KeyError,
+        TypeError,
+        ValueError,
+        RuntimeError,
+    ) as err:
+        raise ValueError(f"{path}: not a valid {algo.upper()} model ({type(err).__name__}: {err})") from err
+    bad = [name for name, value in model.policy.state_dict().items() if not value.isfinite().all()]
+    if bad:
+        names = ", ".join(bad[:4]) + (", ..." if len(bad) > 4 else "")
+        raise ValueError(f"{path}: the model's weights hold NaN/Inf ({names})")
     return model, meta

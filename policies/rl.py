@@ -31,7 +31,8 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from envs import EnvSpec
 from policies.common import Episode, plot_curves, run_episode, run_summary, write_summary
-from policies.io import save_model_meta
+from policies.io import load_model, model_meta_path, save_model_meta
+from policies.rundir import RunDirectory, RunDirectoryError
 
 ALGOS = ("ppo", "sac")
 #: Per-episode info keys the monitors record (task loss after the last step, success).
@@ -154,18 +155,37 @@ class TimeBudgetCallback(BaseCallback):
         return time.perf_counter() - self._start < self.seconds
 
 
-class TqdmCallback(BaseCallback):
-    """A tqdm progress bar over environment steps (SB3's own needs ``rich``)."""
+class StopCallback(BaseCallback):
+    """Stops ``learn`` after the current step once ``should_stop()`` is True (a SIGINT / SIGTERM
+    received by :class:`policies.rundir.RunDirectory`)."""
 
-    def __init__(self, total: int, desc: str):
+    def __init__(self, should_stop):
         super().__init__()
-        self.total, self.desc = total, desc
+        self.should_stop = should_stop
+
+    def _on_step(self) -> bool:
+        return not self.should_stop()
+
+
+class TqdmCallback(BaseCallback):
+    """A tqdm progress bar over environment steps (SB3's own needs ``rich``).
+
+    Args:
+        total: the steps ``learn`` will take: PPO collects whole rollouts of ``n_steps`` per
+            scene, so its total is the budget rounded up to a multiple of ``n_steps * num_envs``.
+        desc: bar label.
+        initial: steps already taken (a resumed run).
+    """
+
+    def __init__(self, total: int, desc: str, initial: int = 0):
+        super().__init__()
+        self.total, self.desc, self.initial = total, desc, initial
         self._bar = None
 
     def _on_training_start(self) -> None:
         from tqdm import tqdm
 
-        self._bar = tqdm(total=self.total, desc=self.desc, unit="step")
+        self._bar = tqdm(total=self.total, initial=self.initial, desc=self.desc, unit="step")
 
     def _on_step(self) -> bool:
         self._bar.update(self.training_env.num_envs)
@@ -186,6 +206,7 @@ class TrainResult:
         seconds: wall-clock training time [s].
         evaluation: deterministic evaluation episodes after training (seeds ``eval_seed + i``).
         curve: training episodes: (timesteps at episode end, return, final loss) lists.
+        interrupted: SIGINT / SIGTERM stopped training (no final evaluation ran).
     """
 
     model_path: Path
@@ -194,6 +215,7 @@ class TrainResult:
     seconds: float
     evaluation: list[Episode] = field(default_factory=list)
     curve: dict[str, list[float]] = field(default_factory=dict)
+    interrupted: bool = False
 
 
 def default_hyperparameters(algo: str, horizon: int, num_envs: int, timesteps: int) -> dict[str, Any]:
@@ -250,8 +272,17 @@ def train(
     tensorboard: bool = True,
     progress: bool = False,
     verbose: int = 0,
+    vec_env: VecEnv | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train PPO or SAC in the env of ``spec`` and write the run to ``out``.
+
+    The run holds ``out`` as a :class:`policies.rundir.RunDirectory`: one writer at a time, no
+    silent overwrite, and SIGINT / SIGTERM end training after the current step with
+    ``model.zip`` saved, no final evaluation, ``"interrupted": true`` in the summary and a line in
+    ``run.log``. The side files (``model.json``, ``best_model.json``) are written before training
+    starts, so an ``EvalCallback`` checkpoint is loadable by ``fluxlab rollout`` however the run ends.
 
     Writes ``model.zip`` (+ ``model.json``), ``best_model.zip`` (+ json) and
     ``evaluations.npz`` from SB3's ``EvalCallback``, ``train.monitor.csv`` (training episodes)
@@ -278,7 +309,78 @@ def train(
         tensorboard: write TensorBoard events.
         progress: tqdm bar.
         verbose: SB3 verbosity.
+        vec_env: the training scenes as an SB3 ``VecEnv`` of this spec's env (e.g.
+            :class:`policies.dist.vec_env.RayVecEnv`, scenes in Ray actors) instead of one batched
+            simulator of ``num_envs`` scenes; ``num_envs`` is then its ``num_envs``.
+        resume: continue the ``model.zip`` of the run in ``out`` (same env and algorithm) until
+            ``timesteps`` steps in all (SAC's replay buffer starts empty again).
+        overwrite: replace a run ``out`` holds.
+
+    Raises:
+        RunDirectoryError: ``out`` is not writable, in use, holds a run and neither ``resume``
+            nor ``overwrite`` is set, or ``resume`` finds no model of this env and algorithm.
     """
+    with RunDirectory(out, resume=resume, overwrite=overwrite) as run:
+        return _train(
+            run,
+            spec,
+            algo,
+            timesteps=timesteps,
+            num_envs=num_envs,
+            learning_rate=learning_rate,
+            hyperparameters=hyperparameters,
+            eval_freq=eval_freq,
+            eval_episodes=eval_episodes,
+            eval_seed=eval_seed,
+            time_budget=time_budget,
+            video=video,
+            render_size=render_size,
+            tensorboard=tensorboard,
+            progress=progress,
+            verbose=verbose,
+            vec_env=vec_env,
+        )
+
+
+def _resumed_model(out: Path, spec: EnvSpec, algo: str, env, tensorboard_log: str | None):
+    """The ``model.zip`` of an earlier run in ``out``, attached to ``env`` to train on."""
+    try:
+        model, meta = load_model(out / "model.zip")
+    except (FileNotFoundError, ValueError) as err:
+        raise RunDirectoryError(f"--resume: {err}") from None
+    if meta["spec"] != spec or meta["algo"] != algo:
+        raise RunDirectoryError(
+            f"--resume: {out / 'model.zip'} is a {meta['algo']} model of {meta['spec'].to_dict()}; this command "
+            f"trains {algo} on {spec.to_dict()}"
+        )
+    # The loader stores unbounded spaces of the side file's sizes; training checks the env's own.
+    model.observation_space = model.policy.observation_space = env.observation_space
+    model.set_env(env)
+    model.tensorboard_log = tensorboard_log
+    return model
+
+
+def _train(
+    run: RunDirectory,
+    spec: EnvSpec,
+    algo: str,
+    *,
+    timesteps: int,
+    num_envs: int,
+    learning_rate: float | None,
+    hyperparameters: dict[str, Any] | None,
+    eval_freq: int | None,
+    eval_episodes: int,
+    eval_seed: int | None,
+    time_budget: float | None,
+    video: str | Path | None,
+    render_size: int | None,
+    tensorboard: bool,
+    progress: bool,
+    verbose: int,
+    vec_env: VecEnv | None,
+) -> TrainResult:
+    """:func:`train` in the open run directory ``run``."""
     from stable_baselines3 import PPO, SAC
     from stable_baselines3.common.callbacks import CallbackList, EvalCallback
     from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
@@ -287,12 +389,14 @@ def train(
         raise ValueError(f"algo must be one of {ALGOS}, got {algo!r}")
     if timesteps < 1 or num_envs < 1 or eval_episodes < 1:
         raise ValueError("timesteps, num_envs and eval_episodes must be >= 1")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = run.path
     seed = spec.seed
-    venv = spec.make_vec(num_envs)
-    horizon = venv.unwrapped.task.horizon
-    train_env = VecMonitor(GymnasiumVecEnv(venv), filename=str(out / "train"), info_keywords=INFO_KEYWORDS)
+    run.note(f"train {algo} {'resumed' if run.resume else 'started'}: {spec.to_dict()}, timesteps {timesteps}")
+    if vec_env is None:
+        vec_env = GymnasiumVecEnv(spec.make_vec(num_envs))
+    num_envs = vec_env.num_envs
+    horizon = spec.horizon
+    train_env = VecMonitor(vec_env, filename=str(out / "train"), info_keywords=INFO_KEYWORDS)
     train_env.seed(seed)
     eval_env = spec.make(render_mode="rgb_array" if video else None, render_size=render_size)
     # The periodic evaluations log to eval.monitor.csv; the final evaluation below steps eval_env directly.
@@ -303,15 +407,24 @@ def train(
     if learning_rate is not None:
         kwargs["learning_rate"] = learning_rate
     cls = {"ppo": PPO, "sac": SAC}[algo]
-    model = cls(
-        "MlpPolicy",
-        train_env,
-        seed=seed,
-        device="cpu",
-        verbose=verbose,
-        tensorboard_log=str(out / "tb") if tensorboard else None,
-        **kwargs,
-    )
+    tensorboard_log = str(out / "tb") if tensorboard else None
+    if run.resume:
+        model = _resumed_model(out, spec, algo, train_env, tensorboard_log)
+    else:
+        model = cls(
+            "MlpPolicy", train_env, seed=seed, device="cpu", verbose=verbose, tensorboard_log=tensorboard_log, **kwargs
+        )
+    meta = {
+        "algo": algo,
+        "num_envs": num_envs,
+        "observation_dim": int(train_env.observation_space.shape[0]),
+        "action_dim": int(train_env.action_space.shape[0]),
+        "timesteps": int(model.num_timesteps),
+        "hyperparameters": {k: v for k, v in kwargs.items() if isinstance(v, (int, float, str))},
+    }
+    model_path, best_path = out / "model.zip", out / "best_model.zip"
+    for path in (model_path, best_path):  # before training: any checkpoint EvalCallback saves is loadable
+        save_model_meta(path, spec, meta)
     eval_every = eval_freq or 5 * horizon
     evaluator = EvalCallback(
         eval_vec,
@@ -322,36 +435,39 @@ def train(
         deterministic=True,
         verbose=0,
     )
-    callbacks = [evaluator]
+    callbacks = [evaluator, StopCallback(run.should_stop)]
     if time_budget is not None:
         callbacks.append(TimeBudgetCallback(time_budget))
+    done = int(model.num_timesteps)
+    remaining = max(timesteps - done, 0)
     if progress:
-        callbacks.append(TqdmCallback(timesteps, f"train {algo}"))
+        total = remaining
+        if algo == "ppo":  # PPO collects whole rollouts of n_steps per scene
+            rollout = model.n_steps * num_envs
+            total = -(-remaining // rollout) * rollout
+        callbacks.append(TqdmCallback(done + total, f"train {algo}", initial=done))
     t0 = time.perf_counter()
-    model.learn(total_timesteps=timesteps, callback=CallbackList(callbacks), tb_log_name=algo)
+    if remaining:
+        callback = CallbackList(callbacks)
+        model.learn(total_timesteps=remaining, callback=callback, tb_log_name=algo, reset_num_timesteps=not run.resume)
     seconds = time.perf_counter() - t0
-    meta = {
-        "algo": algo,
-        "num_envs": num_envs,
-        "observation_dim": int(venv.single_observation_space.shape[0]),
-        "action_dim": int(venv.single_action_space.shape[0]),
-        "timesteps": int(model.num_timesteps),
-        "hyperparameters": {k: v for k, v in kwargs.items() if isinstance(v, (int, float, str))},
-    }
-    model_path = out / "model.zip"
+    interrupted = run.stop_requested
+    meta["timesteps"] = int(model.num_timesteps)
     model.save(model_path)
     save_model_meta(model_path, spec, meta)
-    best_path = out / "best_model.zip"
     if best_path.is_file():
         save_model_meta(best_path, spec, meta)
     else:
+        model_meta_path(best_path).unlink(missing_ok=True)
         best_path = None
     policy = model_policy(model)
     first = seed + 10_000 if eval_seed is None else eval_seed
-    evaluation = [
-        run_episode(eval_env, policy, seed=first + i, render=bool(video) and i == 0) for i in range(eval_episodes)
-    ]
-    if video:
+    evaluation = []
+    if not interrupted:
+        evaluation = [
+            run_episode(eval_env, policy, seed=first + i, render=bool(video) and i == 0) for i in range(eval_episodes)
+        ]
+    if video and evaluation:
         from engine.render import write_video
 
         write_video(evaluation[0].frames, video, fps=eval_env.metadata["render_fps"])
@@ -374,8 +490,17 @@ def train(
         eval_return=[e.total_reward for e in evaluation],
         eval_success=[e.success for e in evaluation],
         training_episodes=len(curve.get("l", [])),
+        interrupted=interrupted,
+        interrupted_by=run.signal_name if interrupted else None,
     )
     write_summary(out, summary)
+    if interrupted:
+        run.note(
+            f"train interrupted by {run.signal_name} after {model.num_timesteps} steps; model.zip saved "
+            "(continue with --resume)"
+        )
+    else:
+        run.note(f"train finished after {model.num_timesteps} steps")
     return TrainResult(
         model_path=model_path,
         best_model_path=best_path,
@@ -383,6 +508,7 @@ def train(
         seconds=seconds,
         evaluation=evaluation,
         curve=curve,
+        interrupted=interrupted,
     )
 
 

@@ -32,9 +32,8 @@ import numpy as np
 import torch
 
 from engine.state import SimulationDiverged
+from policies.common import PARAMETERIZATIONS, SQUASHES
 
-PARAMETERIZATIONS = ("per-step", "linear", "spline")
-SQUASHES = ("tanh", "clamp")
 OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop}
 #: Consecutive iterations with a non-finite loss or gradient after which :func:`optimize` gives up.
 MAX_FAILURES = 4
@@ -121,7 +120,10 @@ class OptimizeResult:
         initial_loss: loss of the initial parameters (all-zero actions).
         history: one dict per iteration: iter, loss, best_loss, grad_norm (before clipping), lr,
             iter_s, time_s (loss and grad_norm are NaN for a failed iteration).
-        stopped: why it stopped ("iters", "time", "non-finite").
+        stopped: why it stopped ("iters", "time", "non-finite", "interrupted").
+        state: what :func:`optimize` needs to continue the search (its ``resume`` argument):
+            parameters, optimizer state, best so far, failure count and history; tensors and
+            plain Python values only (``torch.load(weights_only=True)`` reads it back).
     """
 
     actions: np.ndarray
@@ -129,6 +131,7 @@ class OptimizeResult:
     initial_loss: float
     history: list[dict] = field(default_factory=list)
     stopped: str = "iters"
+    state: dict = field(default_factory=dict)
 
 
 def optimize(
@@ -143,6 +146,8 @@ def optimize(
     time_budget: float | None = None,
     callback: Callable[[dict], None] | None = None,
     progress: bool = False,
+    stop: Callable[[], bool] | None = None,
+    resume: dict | None = None,
 ) -> OptimizeResult:
     """Minimize the full-horizon task loss of ``env`` over open-loop actions.
 
@@ -165,6 +170,9 @@ def optimize(
         time_budget: stop after this many wall-clock seconds [s] (checked after each iteration).
         callback: called with each history row.
         progress: show a tqdm bar.
+        stop: polled after each iteration; True ends the search there (``stopped="interrupted"``).
+        resume: an earlier result's :attr:`OptimizeResult.state`; the search continues from it
+            (same optimizer) until the history holds ``iters`` iterations.
 
     Returns:
         An :class:`OptimizeResult` with the lowest finite loss seen.
@@ -189,9 +197,17 @@ def optimize(
     last_good = z.detach().clone()
     failures = 0
     history: list[dict] = []
+    if resume is not None:
+        with torch.no_grad():
+            z.copy_(resume["z"])
+        opt.load_state_dict(resume["optimizer"])
+        best_loss, initial_loss = float(resume["best_loss"]), float(resume["initial_loss"])
+        best_actions = resume["best_actions"].numpy().astype(np.float64)
+        last_good, failures = resume["last_good"].clone(), int(resume["failures"])
+        history = [dict(row) for row in resume["history"]]
     stopped = "iters"
-    start = time.perf_counter()
-    bar = tqdm(range(iters), desc="optimize", unit="iter", disable=not progress)
+    start = time.perf_counter() - (history[-1]["time_s"] if history else 0.0)
+    bar = tqdm(range(len(history), iters), desc="optimize", unit="iter", disable=not progress)
     for it in bar:
         t0 = time.perf_counter()
         opt.zero_grad()
@@ -240,9 +256,22 @@ def optimize(
         if time_budget is not None and now - start >= time_budget:
             stopped = "time"
             break
+        if stop is not None and stop():
+            stopped = "interrupted"
+            break
     bar.close()
     if best_actions is None:
         raise RuntimeError(f"optimization produced no finite loss and gradient (first loss {initial_loss})")
+    state = {
+        "z": z.detach().clone(),
+        "optimizer": opt.state_dict(),
+        "best_loss": best_loss,
+        "initial_loss": initial_loss,
+        "best_actions": torch.from_numpy(best_actions),
+        "last_good": last_good,
+        "failures": failures,
+        "history": history,
+    }
     return OptimizeResult(
-        actions=best_actions, loss=best_loss, initial_loss=initial_loss, history=history, stopped=stopped
+        actions=best_actions, loss=best_loss, initial_loss=initial_loss, history=history, stopped=stopped, state=state
     )

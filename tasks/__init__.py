@@ -47,8 +47,10 @@ def task_config(name: str, preset: str = "cpu", **overrides):
     """The config of task ``name`` at ``preset`` with ``overrides`` replacing its fields.
 
     Raises:
-        ValueError: an override that is not a field of the task's config (the message lists
-            the known ones), or a value the config's validation rejects.
+        TypeError: an override that is not a field of the task's config, worded as Python words an
+            unexpected keyword argument (clients such as TorchRL's ``GymEnv`` retry without a
+            keyword on that error); the message lists the known fields.
+        ValueError: a value the config's validation rejects.
     """
     from dataclasses import fields, replace
 
@@ -56,7 +58,10 @@ def task_config(name: str, preset: str = "cpu", **overrides):
     known = {f.name for f in fields(config)}
     unknown = sorted(set(overrides) - known)
     if unknown:
-        raise ValueError(f"{name}: unknown config fields {unknown}; known: {sorted(known)}")
+        raise TypeError(
+            f"{name}: got an unexpected keyword argument {unknown[0]!r} (unknown config fields {unknown}); "
+            f"known: {sorted(known)}"
+        )
     return replace(config, **overrides) if overrides else config
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import abc
 import math
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, ClassVar
 
 import numpy as np
@@ -82,6 +82,7 @@ class TaskConfig:
     def __post_init__(self):
         if self.preset not in PRESETS:
             raise ValueError(f"preset must be one of {PRESETS}, got {self.preset!r}")
+        check_field_types(self)
         if not isinstance(self.horizon, int) or self.horizon < 1:
             raise ValueError(f"horizon must be an int >= 1, got {self.horizon!r}")
         if not self.action_dofs or any(d not in range(6) for d in self.action_dofs):
@@ -116,6 +117,68 @@ class TaskConfig:
     def step_time(self) -> float:
         """Simulated seconds per env step."""
         return self.sim.dt * self.sim.substeps
+
+
+#: Name endings of config fields that hold a length or a divisor [m]: they keep the sign of their
+#: default (a positive default must stay positive, a zero one may not turn negative).
+POSITIVE_SUFFIXES = ("_scale", "_radius", "_height", "_size", "_wall", "_thickness", "_depth", "_band")
+#: Fields validated on their own in :meth:`TaskConfig.__post_init__` (allowed to be 0).
+_OWN_CHECKS = ("progress_scale", "action_scale")
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def check_field_types(config: TaskConfig) -> None:
+    """Every field of ``config`` has the kind of its default: ``sim`` a :class:`SimConfig`, an int
+    field an int, a float field a finite real, a string a string, a tuple of numbers a sequence of
+    finite reals (of the same length where the annotation fixes it); length-like fields
+    (:data:`POSITIVE_SUFFIXES`) keep the sign of their default.
+
+    Raises:
+        ValueError: naming the field, its value and what it must be.
+    """
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if f.default is not MISSING:
+            default = f.default
+        elif f.default_factory is not MISSING:
+            default = f.default_factory()
+        else:
+            continue
+        if value is None and isinstance(f.type, str) and "None" in f.type:
+            continue  # an optional field (``int | None``) left unset
+        if isinstance(default, SimConfig):
+            if not isinstance(value, SimConfig):
+                raise ValueError(
+                    f"sim must be an engine.config.SimConfig (change one of its fields with "
+                    f"dataclasses.replace(config.sim, grid_res=...)), got {type(value).__name__} {value!r}"
+                )
+        elif isinstance(default, bool) or default is None:
+            continue
+        elif isinstance(default, int):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise ValueError(f"{f.name} must be an int, got {type(value).__name__} {value!r}")
+        elif isinstance(default, float):
+            if not _is_real(value) or not math.isfinite(value):
+                raise ValueError(f"{f.name} must be a finite number, got {type(value).__name__} {value!r}")
+            if f.name.endswith(POSITIVE_SUFFIXES) and f.name not in _OWN_CHECKS:
+                if value < 0 or (default > 0 and value <= 0):
+                    bound = "> 0" if default > 0 else ">= 0"
+                    raise ValueError(f"{f.name} must be {bound}, got {value!r}")
+        elif isinstance(default, str):
+            if not isinstance(value, str):
+                raise ValueError(f"{f.name} must be a string, got {type(value).__name__} {value!r}")
+        elif isinstance(default, tuple) and default and all(_is_real(v) for v in default):
+            fixed = isinstance(f.type, str) and "..." not in f.type  # tuple[float, float] vs tuple[float, ...]
+            if not isinstance(value, (tuple, list)) or (fixed and len(value) != len(default)):
+                size = len(default) if fixed else "some"
+                raise ValueError(f"{f.name} must be a sequence of {size} numbers, got {value!r}")
+            if not all(_is_real(v) and math.isfinite(v) for v in value):
+                raise ValueError(f"{f.name} must hold finite numbers, got {value!r}")
+            if f.name.endswith(POSITIVE_SUFFIXES) and f.name not in _OWN_CHECKS and any(v <= 0 for v in value):
+                raise ValueError(f"{f.name} entries must be > 0, got {value!r}")
 
 
 class Task(abc.ABC):
@@ -216,16 +279,44 @@ class Task(abc.ABC):
         """Release engine buffers."""
 
 
+def real_array(value: Any, name: str = "action") -> np.ndarray:
+    """``value`` (a number, a nested sequence, a numpy array or a torch tensor) as a float64 array.
+
+    Raises:
+        ValueError: naming ``name``: a torch tensor that requires grad (detach it; the env path
+            has no gradient), a ragged nested sequence, complex numbers (their imaginary part
+            would be dropped), or anything that is not real numbers (strings, objects, None).
+    """
+    if isinstance(value, torch.Tensor):
+        if value.requires_grad:
+            raise ValueError(
+                f"{name} is a torch tensor that requires grad; pass {name}.detach() (env steps take no "
+                "gradient; use differentiable_rollout for that)"
+            )
+        value = value.detach().cpu().numpy()
+    try:
+        a = np.asarray(value)
+    except ValueError as err:  # numpy refuses ragged nesting with "inhomogeneous shape"
+        raise ValueError(f"{name} must be a rectangular array of numbers, got a ragged sequence ({err})") from None
+    if a.dtype.kind == "c":
+        raise ValueError(f"{name} must be real, got complex values ({a.dtype})")
+    if a.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must be real numbers, got {a.dtype} ({type(value).__name__})")
+    return a.astype(np.float64)
+
+
 def check_actions(actions: Any, batch_size: int, action_dim: int) -> np.ndarray:
-    """Validate a (B, A) action batch: right shape, finite, inside [-1, 1] (with rounding slack).
+    """Validate a (B, A) action batch: real numbers, right shape, finite, inside [-1, 1] (with
+    rounding slack).
 
     Returns:
         float64 copy clipped to [-1, 1].
 
     Raises:
-        ValueError: wrong shape, NaN/Inf, or values outside [-1, 1] by more than 1e-6.
+        ValueError: see :func:`real_array`; wrong shape, NaN/Inf, or values outside [-1, 1] by
+            more than 1e-6.
     """
-    a = np.asarray(actions, dtype=np.float64)
+    a = real_array(actions, "action")
     if a.shape != (batch_size, action_dim):
         raise ValueError(f"action must have shape {(batch_size, action_dim)}, got {a.shape}")
     if not np.all(np.isfinite(a)):
@@ -236,19 +327,108 @@ def check_actions(actions: Any, batch_size: int, action_dim: int) -> np.ndarray:
 
 
 def check_action_sequence(actions, action_dim: int, horizon: int) -> torch.Tensor:
-    """Validate an open-loop action sequence (T, A) for ``differentiable_rollout``.
+    """Validate an open-loop action sequence (T, A) for ``differentiable_rollout``: the same
+    rules as an env step's actions (:func:`check_actions`), gradients allowed.
+
+    Returns:
+        ``actions`` as a real torch tensor (the input itself when it is one, so its gradient
+        flows).
 
     Raises:
-        ValueError: wrong shape, T outside [1, horizon], or NaN/Inf entries.
+        ValueError: not real numbers (complex, ragged, strings), wrong shape, T outside
+            [1, horizon], NaN/Inf entries, or values outside [-1, 1] by more than 1e-6.
     """
-    actions = torch.as_tensor(actions)
+    if not isinstance(actions, torch.Tensor):
+        actions = torch.as_tensor(real_array(actions, "actions"))
+    elif actions.is_complex():
+        raise ValueError(f"actions must be real, got complex values ({actions.dtype})")
+    elif not actions.is_floating_point():
+        actions = actions.to(torch.float64)
     if actions.ndim != 2 or actions.shape[1] != action_dim or actions.shape[0] < 1:
         raise ValueError(f"actions must have shape (T, {action_dim}) with T >= 1, got {tuple(actions.shape)}")
     if actions.shape[0] > horizon:
         raise ValueError(f"actions has {actions.shape[0]} steps, more than the horizon {horizon}")
-    if not torch.isfinite(actions).all():
+    values = actions.detach()
+    if not torch.isfinite(values).all():
         raise ValueError("actions contain NaN/Inf")
+    if (values.abs() > 1.0 + 1e-6).any():
+        raise ValueError(
+            f"actions must lie in [-1, 1] as in env.step, got range [{values.min().item():g}, {values.max().item():g}]"
+        )
     return actions
+
+
+#: Name endings of config fields that hold a start position, listed when a collider starts outside the domain.
+_POSITION_SUFFIXES = ("_start", "_pos", "_position", "_center", "nozzle")
+#: Largest index of a Taichi ndarray on the CPU and CUDA backends (they index with int32).
+INT32_MAX = 2**31 - 1
+
+
+def available_memory() -> int | None:
+    """Bytes this process may still allocate: the memory available on the machine (psutil if
+    installed, else ``MemAvailable`` of /proc/meminfo), capped by the process's address-space limit
+    (``ulimit -v``) less what it has mapped; None where nothing answers."""
+    import resource
+
+    free = None
+    try:
+        import psutil
+    except ImportError:
+        psutil = None
+    if psutil is not None:
+        free = int(psutil.virtual_memory().available)
+    else:
+        try:
+            with open("/proc/meminfo") as f:
+                for line in f:
+                    if line.startswith("MemAvailable:"):
+                        free = int(line.split()[1]) * 1024
+        except (OSError, ValueError, IndexError):
+            free = None
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    if limit != resource.RLIM_INFINITY:
+        try:
+            with open("/proc/self/statm") as f:
+                mapped = int(f.read().split()[0]) * resource.getpagesize()
+        except (OSError, ValueError, IndexError):
+            mapped = 0
+        room = max(limit - mapped, 0)
+        free = room if free is None else min(free, room)
+    return free
+
+
+def check_allocation(sim: SimConfig, batch_size: int, n_colliders: int, n_particles: int) -> None:
+    """Refuse an MLS-MPM scene the machine cannot hold, before any of it is allocated.
+
+    Counts what :mod:`engine.solvers.mpm` allocates at least, per scene: the grid's momentum and
+    mass (a 4-vector per node) and one 4-vector velocity set per collider plus two, each with its
+    gradient, the liquid's packing buffers (one per node and one per collider plus one), and about
+    135 reals per particle (state with gradients and two slots, transfer scratch). Pouring at
+    128^3 (f32, one scene) is estimated at 433 MB; making it raised the resident memory by 357 MB.
+
+    Raises:
+        ValueError: naming ``sim.grid_res``: the largest grid array has more entries than an int32
+            index reaches, or the estimate exceeds the memory available now.
+    """
+    real = 8 if runtime.current() is not None and runtime.current().precision == "f64" else 4
+    nodes = sim.grid_res**3
+    sets = n_colliders + 2
+    largest = 4 * sets * batch_size * nodes
+    if largest > INT32_MAX:
+        raise ValueError(
+            f"sim.grid_res={sim.grid_res} with {batch_size} scene(s) needs grid arrays of {largest:.3g} entries, "
+            f"beyond the int32 index range of Taichi arrays ({INT32_MAX + 1:.3g}); lower grid_res"
+        )
+    per_node = 8 + 8 * sets + 2 + 2 * (n_colliders + 1)
+    need = real * batch_size * (nodes * per_node + 135 * n_particles)
+    free = available_memory()
+    if free is not None and need > free:
+        raise ValueError(
+            f"sim.grid_res={sim.grid_res} with {batch_size} scene(s)"
+            + (f" and {n_particles} particles" if n_particles else "")
+            + f" needs at least {need / 2**30:.1f} GiB, more than the {free / 2**30:.1f} GiB of memory available; "
+            "lower grid_res or the number of scenes"
+        )
 
 
 class ParticleTask(Task):
@@ -265,9 +445,11 @@ class ParticleTask(Task):
     def __init__(self, config: TaskConfig):
         super().__init__(config)
         runtime.require()
+        check_allocation(config.sim, batch_size=1, n_colliders=1, n_particles=0)  # before sampling particles
         self.model = self.build_scene()
         if not 0 <= config.tool < self.model.n_colliders:
             raise ValueError(f"{self.name}: tool {config.tool}, but the scene has {self.model.n_colliders} colliders")
+        self._check_start()
         self.sim = None
         self._renderer = None
         self._obs_index = self._observation_indices()
@@ -275,6 +457,30 @@ class ParticleTask(Task):
         self._scale = torch.tensor(config.action_scale, dtype=torch.float64)
         self._workspace = torch.tensor(config.workspace, dtype=torch.float64)
         self._colors = None
+
+    def _check_start(self) -> None:
+        """Every collider starts inside the domain, and the tool's jittered start too."""
+        cfg = self.config
+        size = cfg.sim.domain_size
+        positions = {
+            f.name: getattr(cfg, f.name)
+            for f in fields(cfg)
+            if f.name.endswith(_POSITION_SUFFIXES) and f.name != "camera_pos"
+        }
+        for k, collider in enumerate(self.model.colliders):
+            where = np.asarray(collider.pose[:3], dtype=np.float64)
+            if np.any(where < 0.0) or np.any(where > size):
+                tool = " (the tool)" if k == cfg.tool else ""
+                raise ValueError(
+                    f"{self.name}: collider {k}{tool} starts at {tuple(where.round(4).tolist())} m, outside the "
+                    f"{size:g} m domain [0, {size:g}]^3; the config's positions: {positions}"
+                )
+        start = np.asarray(self.model.colliders[cfg.tool].pose[:2], dtype=np.float64)
+        if np.any(start - cfg.reset_noise < 0.0) or np.any(start + cfg.reset_noise > size):
+            raise ValueError(
+                f"{self.name}: reset_noise={cfg.reset_noise:g} m moves the tool's start (x, y) = "
+                f"{tuple(start.round(4).tolist())} m out of the {size:g} m domain"
+            )
 
     # ------------------------------------------------------------------ hooks
     @abc.abstractmethod
@@ -358,6 +564,7 @@ class ParticleTask(Task):
 
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        check_allocation(self.config.sim, batch_size, self.model.n_colliders, self.model.n_particles)
         self.batch_size = batch_size
         self.sim = Simulator(self.model, batch_size=batch_size)
         self._start = self.sim.initial_state()
@@ -461,15 +668,23 @@ class ParticleTask(Task):
         return self.trajectory_loss(out.x, out.v, final_pose, **bodies).mean()
 
     # ------------------------------------------------------------------ rendering
-    def render(self, index: int = 0, size: int | None = None) -> np.ndarray:
-        from engine.render import Renderer, particle_colors
+    def render(
+        self, index: int = 0, size: int | None = None, views: list[tuple[float, float, float]] | None = None
+    ) -> np.ndarray:
+        """(size, size, 3) uint8 frame of scene ``index`` from the task's camera.
+
+        ``views``: one ``(azimuth_deg, elevation_deg, zoom)`` orbit of that camera per view
+        (:func:`engine.render_camera.orbit`); the views are returned side by side.
+        """
+        from engine.render import Renderer, particle_colors, particle_optics
+        from engine.render_camera import orbit, tile
 
         sim = self._require_sim()
         if not 0 <= index < self.batch_size:
             raise ValueError(f"render index must be in [0, {self.batch_size}), got {index}")
         size = size or self.config.render_size
+        cfg = self.config
         if self._renderer is None or self._renderer.width != size:
-            cfg = self.config
             self._renderer = Renderer(
                 width=size,
                 height=size,
@@ -480,6 +695,7 @@ class ParticleTask(Task):
                 floor_z=cfg.sim.boundary_cells * cfg.sim.dx,
             )
             self._colors = particle_colors(self.model)
+            self._optics = particle_optics(self.model)
         x = sim.positions()[index]
         pose = sim.collider_poses()[index].cpu().numpy()
         colliders = list(zip(self.model.colliders, pose, strict=True))
@@ -487,7 +703,13 @@ class ParticleTask(Task):
         if self.model.n_rigid:
             body_pose = sim.body_state()[index, :, :7].cpu().numpy()
             bodies = list(zip(self.model.bodies, body_pose, strict=True))
-        return self._renderer.render(x, self._colors, colliders, bodies=bodies)
+        frames = []
+        for view in views or [(0.0, 0.0, 1.0)]:
+            if len(view) != 3:
+                raise ValueError(f"each view must be (azimuth_deg, elevation_deg, zoom), got {view!r}")
+            self._renderer.set_camera(orbit(cfg.camera_pos, cfg.look_at, *view), cfg.look_at)
+            frames.append(self._renderer.render(x, self._colors, colliders, bodies=bodies, optics=self._optics))
+        return tile(frames)
 
     def close(self) -> None:
         self.sim = None

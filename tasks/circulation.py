@@ -99,6 +99,7 @@ _SKY = (0.78, 0.85, 0.92)
 _LIGHT = (0.4, 1.0, 0.3)
 _AC_HALF = (0.15, 0.2, 0.45)
 _FOV_DEG = 45.0
+_COOL_AT = 0.6  # the colour map is fully cool at this fraction of the outlet's temperature offset
 
 
 def _cpu_smoke() -> SmokeConfig:
@@ -249,6 +250,7 @@ class Circulation(Task):
         self.fluid: GridFluid | None = None
         self.state: SmokeState | None = None
         self._start: SmokeState | None = None
+        self._legend_cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @classmethod
     def default_config(cls, preset: str = "cpu") -> CirculationConfig:
@@ -426,7 +428,7 @@ class Circulation(Task):
         with torch.no_grad(), _torch_threads(self.config.torch_threads):
             self.state, converged = self._advance(self.state, a)
         self._actuator = torch.stack([a[:, 0], a[:, 1], 0.5 * (a[:, 2] + 1.0)], -1)
-        return (bad | ~self._finite(self.state) | ~converged).cpu().numpy()
+        return (bad | fluid.blown_up(self.state) | ~converged).cpu().numpy()
 
     # ------------------------------------------------------------------ readout
     def _probe(self, f: torch.Tensor, kind: str) -> torch.Tensor:
@@ -519,12 +521,14 @@ class Circulation(Task):
         """(size, size, 3) uint8 cut-away view of the house from above (ceiling and the outer
         walls facing the camera removed).
 
-        The air is an emission-absorption volume ray-marched through the trilinearly
-        interpolated cells (Max, "Optical models for direct volume rendering", IEEE TVCG 1995):
-        warm air a faint orange haze, cool air dense blue. Walls (the config's boxes), the AC
+        The air is an emission-absorption volume ray-marched front to back through the
+        trilinearly interpolated cells (Max, "Optical models for direct volume rendering", IEEE
+        TVCG 1995) at half the image resolution, its emission and transmittance interpolated
+        bilinearly: warm air a faint orange haze, cool air dense blue. Walls (the config's boxes), the AC
         (green) and the house's floor and far walls are ray-traced boxes with Lambert shading.
-        Overlays: the AC's outflow direction (green line) and the probes as discs filled with
-        their temperature's colour, ringed white within ``tolerance`` of their target, else black.
+        Overlays: the AC's outflow direction (green line), the probes as discs filled with
+        their temperature's colour, ringed white within ``tolerance`` of their target, else black,
+        and the colour map's legend (a colour bar labelled in kelvin) at the right edge.
         """
         self._require()
         if not 0 <= index < self.batch_size:
@@ -532,10 +536,50 @@ class Circulation(Task):
         size = int(size or self.config.render_size)
         with torch.no_grad(), _torch_threads(self.config.torch_threads):
             eye, dirs, project = self._camera(size)
-            surface, t_hit = self._surfaces(eye, dirs)
-            image = self._march(index, eye, dirs, t_hit, surface).view(size, size, 3)
+            surface, _ = self._surfaces(eye, dirs)
+            # The air is smooth on the scale of a few pixels: march it at half resolution and
+            # interpolate its emission and transmittance bilinearly.
+            low = max(1, size // 2)
+            eye_low, dirs_low, _ = self._camera(low)
+            emitted, trans = self._march(index, eye_low, dirs_low, self._surfaces(eye_low, dirs_low)[1])
+            air = torch.cat([emitted, trans], -1).T.reshape(1, 4, low, low)
+            air = torch.nn.functional.interpolate(air, size=(size, size), mode="bilinear", align_corners=False)
+            air = air[0].reshape(4, -1).T
+            image = (air[:, :3] + air[:, 3:] * surface).view(size, size, 3)
             self._draw_overlays(image, index, project)
+            rgb, alpha = self._legend(size)
+            image = image * (1.0 - alpha) + rgb * alpha
         return (image.clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
+
+    def _legend(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The temperature colour map's legend at the image's right edge: a colour bar from the
+        warm start (0 K, top) to the fully cool colour (bottom) with labels in kelvin, as colour
+        ``(size, size, 3)`` and coverage ``(size, size, 1)``; drawn with Pillow once per size."""
+        cached = self._legend_cache.get(size)
+        if cached is not None:
+            return cached
+        from PIL import Image, ImageDraw, ImageFont
+
+        coolest = -_COOL_AT * abs(self.config.outlet_temperature)
+        font = ImageFont.load_default(size=max(8, size // 24))
+        layer = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+        draw = ImageDraw.Draw(layer)
+        bar_w, margin = max(3, size // 40), max(2, size // 64)
+        top, bottom = round(0.2 * size), round(0.75 * size)
+        x1 = size - margin
+        x0 = x1 - bar_w
+        labels = [(top, "0 K"), ((top + bottom) // 2, f"{0.5 * coolest:.1f}"), (bottom, f"{coolest:.1f}")]
+        text_w = max(draw.textlength(t, font=font) for _, t in labels)
+        pad = max(1, size // 128)
+        draw.rectangle((x0 - text_w - 3 * pad, top - size // 24, x1 + pad, bottom + size // 24), fill=(0, 0, 0, 110))
+        for row in range(top, bottom + 1):
+            c = np.array(_WARM) + (np.array(_COOL) - np.array(_WARM)) * (row - top) / max(bottom - top, 1)
+            draw.line((x0, row, x1 - 1, row), fill=(*(int(255 * v + 0.5) for v in c), 255))
+        for row, text in labels:
+            draw.text((x0 - pad, row), text, font=font, fill=(255, 255, 255, 255), anchor="rm")
+        a = torch.from_numpy(np.asarray(layer, dtype=np.float32) / 255.0)
+        self._legend_cache[size] = (a[..., :3], a[..., 3:])
+        return self._legend_cache[size]
 
     def _camera(self, size: int):
         """Eye (3,), unit ray directions (size^2, 3) and a projector world (N, 3) -> pixel
@@ -608,12 +652,13 @@ class Circulation(Task):
             t_hit = torch.where(hit, t_near, t_hit)
         return color, t_hit
 
-    def _march(self, index: int, eye, dirs, t_hit, surface) -> torch.Tensor:
-        """(R, 3) colour: the air volume in front of the first surface, composited over it."""
+    def _march(self, index: int, eye, dirs, t_hit) -> tuple[torch.Tensor, torch.Tensor]:
+        """The air in front of the first surface (at distance ``t_hit``) along each ray: emitted
+        colour (R, 3) and transmittance (R, 1), front-to-back."""
         cfg: CirculationConfig = self.config
         house = torch.tensor(cfg.smoke.shape, dtype=torch.float32) * cfg.smoke.dx
         T = self.state.temperature[index].float()
-        cool = (-T / (0.6 * abs(cfg.outlet_temperature))).clamp(0, 1)
+        cool = (-T / (_COOL_AT * abs(cfg.outlet_temperature))).clamp(0, 1)
         warm = (T / 2.0).clamp(0, 1)
         rgb = torch.tensor(_WARM) + (torch.tensor(_COOL) - torch.tensor(_WARM)) * cool[..., None]
         sigma = (0.05 + 0.1 * warm + 1.6 * cool**1.5) * ~self._solid  # extinction [1/m]
@@ -622,7 +667,7 @@ class Circulation(Task):
         t_a, t_b = (0.0 - eye) * inv, (house - eye) * inv
         t0 = torch.minimum(t_a, t_b).amax(-1).clamp(min=0)
         step = 0.75 * cfg.smoke.dx
-        n = int(math.ceil(float(house.norm()) / step))
+        n = max(1, int(math.ceil(float((t_hit - t0).max().clamp(min=0.0)) / step)))  # to the farthest surface
         ts = t0[:, None] + (torch.arange(n, dtype=torch.float32) + 0.5) * step  # (R, n)
         pts = eye + ts[..., None] * dirs[:, None]
         grid = (2.0 * pts / house - 1.0).view(1, 1, -1, n, 3)
@@ -631,7 +676,7 @@ class Circulation(Task):
         alpha = 1.0 - torch.exp(-samples[3] * step)
         trans = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1.0 - alpha], 1), 1)
         color = (samples[:3] * (trans[:, :-1] * alpha / samples[3].clamp(min=1e-6))).sum(-1).T
-        return color + trans[:, -1:] * surface
+        return color, trans[:, -1:]
 
     def _draw_overlays(self, image: torch.Tensor, index: int, project) -> None:
         cfg: CirculationConfig = self.config
@@ -655,7 +700,7 @@ class Circulation(Task):
         for p in range(self.n_probes):
             d2 = (rows - centres[p, 0]) ** 2 + (cols - centres[p, 1]) ** 2
             image[d2 <= (radius + max(1.0, size / 128)) ** 2] = float(within[p])
-            cool = float((-temps[p] / (0.6 * abs(cfg.outlet_temperature))).clamp(0, 1))
+            cool = float((-temps[p] / (_COOL_AT * abs(cfg.outlet_temperature))).clamp(0, 1))
             image[d2 <= radius**2] = torch.tensor(_WARM) + (torch.tensor(_COOL) - torch.tensor(_WARM)) * cool
 
     def close(self) -> None:

@@ -2,8 +2,9 @@
 
 FluidLab (Xian et al., ICLR 2023, Sec. 4) scores LatteArt, LatteArtStir and IceCream by how well
 the material matches a goal shape. Its goals are shipped as data; ours are generated here by
-deterministic geometry (no random numbers), so ``python -m tasks.targets`` rewrites
-``assets/targets/<name>.npz`` bit-identically and the committed files can be checked against it.
+deterministic geometry (no random numbers), so ``python -m tasks.targets --overwrite`` rewrites
+``assets/targets/<name>.npz`` bit-identically and the committed files can be checked against it
+(without ``--overwrite`` existing files are kept).
 
 Targets (all float64 point sets, metres, in the frame of the container they are drawn in):
 
@@ -181,17 +182,21 @@ TARGETS: dict[str, tuple[Callable[[], np.ndarray], int, dict]] = {
 
 
 # ------------------------------------------------------------------------------ files
-def write_targets(directory: str | Path = TARGET_DIR) -> list[Path]:
-    """Generate every target and write ``<directory>/<name>.npz``; returns the paths."""
+def write_targets(directory: str | Path = TARGET_DIR, overwrite: bool = True) -> list[Path]:
+    """Generate every target and write ``<directory>/<name>.npz``; returns the paths written.
+
+    With ``overwrite=False`` an existing file is kept (and not returned)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, (make, dim, meta) in TARGETS.items():
+        path = directory / f"{name}.npz"
+        if path.exists() and not overwrite:
+            continue
         points = np.ascontiguousarray(make(), dtype=np.float64)
         if points.ndim != 2 or points.shape[1] != dim:
             raise RuntimeError(f"generator of {name!r} returned shape {points.shape}, expected (M, {dim})")
         metadata = {"name": name, "units": "m", "dim": dim, "n_points": len(points), **meta}
-        path = directory / f"{name}.npz"
         np.savez_compressed(path, points=points, metadata=np.array(json.dumps(metadata, sort_keys=True)))
         paths.append(path)
     return paths
@@ -206,8 +211,9 @@ def load_target(name: str, directory: str | Path = TARGET_DIR) -> np.ndarray:
     """(M, D) float64 points [m] of target ``name`` (D = 2 for latte art, 3 for ice cream).
 
     Raises:
-        ValueError: unknown name, or a malformed file (not an npz, wrong keys, wrong shape or
-            dtype, NaN/Inf, unreadable metadata).
+        ValueError: unknown name, or a malformed file naming it (not an npz, wrong keys, wrong
+            shape or dtype, NaN/Inf, unreadable or incomplete metadata, points that do not fit
+            the container the metadata names).
         FileNotFoundError: the file is missing (regenerate with ``python -m tasks.targets``).
     """
     return _load(name, directory)[0]
@@ -245,7 +251,44 @@ def _load(name: str, directory: str | Path) -> tuple[np.ndarray, dict]:
         raise ValueError(f"target file {path}: metadata is not a JSON string ({exc})") from exc
     if not isinstance(metadata, dict) or metadata.get("units") != "m" or metadata.get("name") != name:
         raise ValueError(f"target file {path}: metadata must be a dict with units 'm' and name {name!r}")
+    _check_metadata(path, name, points, metadata)
     return points, metadata
+
+
+def _check_metadata(path: Path, name: str, points: np.ndarray, metadata: dict) -> None:
+    """The metadata has every key the generator writes, its container sizes are positive numbers,
+    ``n_points`` counts the points, and the points fit the container: within the cup's inner radius
+    (2-D), within 1.5 holder radii of the axis and above the holder's outer bottom (3-D; a
+    soft-serve top may overhang the holder's rim, by half its radius at most)."""
+    dim, design = TARGETS[name][1], TARGETS[name][2]
+    required = {"name", "units", "dim", "n_points", *design}
+    missing = sorted(required - set(metadata))
+    if missing:
+        raise ValueError(f"target file {path}: metadata lacks {missing} (regenerate it with `python -m tasks.targets`)")
+    sizes = {k: metadata[k] for k, v in design.items() if isinstance(v, float)}
+    for key, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise ValueError(f"target file {path}: metadata {key!r} must be a positive number [m], got {value!r}")
+    if metadata["dim"] != dim or metadata["n_points"] != len(points):
+        raise ValueError(
+            f"target file {path}: metadata says dim {metadata['dim']!r} and n_points {metadata['n_points']!r}, "
+            f"the points are ({len(points)}, {dim})"
+        )
+    radius = float(np.max(np.hypot(points[:, 0], points[:, 1])))
+    if dim == 2:
+        bound, what = sizes["cup_inner_radius"], f"cup_inner_radius {sizes['cup_inner_radius']} m"
+    else:
+        bound, what = 1.5 * sizes["holder_radius"], f"1.5 x holder_radius {sizes['holder_radius']} m"
+        if float(points[:, 2].min()) < -sizes["holder_height"]:
+            raise ValueError(
+                f"target file {path}: points reach {points[:, 2].min():.4g} m below the rim, deeper than the "
+                f"holder_height {sizes['holder_height']} m its metadata names (wrong units or scale?)"
+            )
+    if radius > bound:
+        raise ValueError(
+            f"target file {path}: points reach {radius:.4g} m from the axis, beyond the {what} its metadata names "
+            "(wrong units or scale?)"
+        )
 
 
 # ------------------------------------------------------------------------------ loss
@@ -276,10 +319,14 @@ def chamfer(points: torch.Tensor, target: torch.Tensor, extra: torch.Tensor | No
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Write the goal targets of the pattern tasks (.npz).")
     parser.add_argument("--out", default=str(TARGET_DIR), help="output directory (default: assets/targets)")
+    parser.add_argument("--overwrite", action="store_true", help="replace target files that exist (the shipped ones)")
     args = parser.parse_args(argv)
-    for path in write_targets(args.out):
+    kept = [name for name in TARGETS if (Path(args.out) / f"{name}.npz").exists()] if not args.overwrite else []
+    for path in write_targets(args.out, overwrite=args.overwrite):
         points = load_target(path.stem, path.parent)
         print(f"{path}: {points.shape[0]} points, {path.stat().st_size} bytes")
+    if kept:
+        print(f"kept the existing {', '.join(kept)} in {args.out} (pass --overwrite to regenerate them)")
 
 
 if __name__ == "__main__":
