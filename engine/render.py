@@ -1,13 +1,11 @@
 """Headless renderer: particles, colliders and meshes -> an RGB image (no display, no OpenGL).
 
 What is drawn
-    * Particles as shaded spheres ("sphere splats"): every particle is a sphere of radius
-      ``particle_radius`` with its own RGB color. Each covers the pixels of its screen-space
-      bounding square; per pixel the exact ray-sphere hit distance is computed and the nearest
-      particle wins a z-buffer test done with one 64-bit ``atomic_min`` of the key
-      ``(quantized depth << 32) | particle index``. The key is unique, so the result does not
-      depend on thread order (deterministic on CPU and CUDA). A resolve pass recomputes the hit
-      of the winning sphere and shades it with the sphere normal.
+    * Particles as the surface they sample (:mod:`engine.render_surface`, the screen-space fluid
+      technique of van der Laan et al., I3D 2009): depth splats of particle spheres, bilateral
+      depth smoothing, normals from the smoothed depth, Beer-Lambert absorption over the
+      thickness, refraction of what lies behind, a Fresnel reflection of the sky. Per particle
+      ``optics`` (clarity, gloss) tell clear liquids from opaque liquids and matte solids.
     * Colliders (tools, containers) by sphere tracing their signed distance functions
       (Hart, "Sphere tracing", The Visual Computer 12, 1996) with
       :func:`engine.geometry.sdf_world`, one kernel instance per shape kind, inside the
@@ -18,24 +16,25 @@ What is drawn
       shapes are opaque.
     * Triangle meshes (FEM sensor gels, :func:`sensor_meshes`) by ray-cast rasterization: every
       triangle loops over the pixels of its screen bounding box, intersects each pixel's ray
-      exactly (Moeller and Trumbore, "Fast, minimum storage ray-triangle intersection", JGT 2(1),
-      1997) and enters the same kind of 64-bit ``atomic_min`` z-buffer key as the particles
-      (depth, triangle index), so the result is deterministic; the resolve pass composes the
-      winner by depth with what is already drawn, before the colliders are traced up to that
-      depth. Normals are Phong-interpolated corner normals: the area-weighted mean of the
-      normals of the triangles around each vertex that lie within a 40 degree crease of the
-      triangle's own, so a dent shades smoothly while a pad's rim stays sharp. Both sides are
-      drawn (the normal turned toward the camera). The silicone look: wrapped Lambert (light
-      scattered in the gel softens the terminator and its shadows), a soft highlight and a pale
-      rim. Triangles are rasterized into the shadow map too (cast and receive; slope-scaled bias).
-      Shadows resolve to one shadow-map texel of ``scene_bounds`` / 256: at millimetre scale,
-      give ``scene_bounds`` around the sensor.
+      exactly (Moeller and Trumbore, "Fast, minimum storage ray-triangle intersection", JGT
+      2(1), 1997) and enters a 64-bit ``atomic_min`` z-buffer key ``(quantized depth << 32) |
+      triangle index``, unique per triangle, so the result does not depend on thread order; the
+      resolve pass composes the winner by depth with what is already drawn, before the colliders
+      are traced up to that depth. Normals are Phong-interpolated corner normals: the
+      area-weighted mean of the normals of the triangles around each vertex that lie within a 40
+      degree crease of the triangle's own, so a dent shades smoothly while a pad's rim stays
+      sharp. Both sides are drawn (the normal turned toward the camera). The silicone look:
+      wrapped Lambert (light scattered in the gel softens the terminator and its shadows), a
+      soft highlight and a pale rim. Triangles are rasterized into the shadow map too (cast and
+      receive; slope-scaled bias). Shadows resolve to one shadow-map texel of ``scene_bounds`` /
+      256: at millimetre scale, give ``scene_bounds`` around the sensor.
     * A floor plane ``z = floor_z`` with a soft checker (anti-aliased by distance) and a sky
       gradient behind it, fading into haze with distance.
     * Lighting: ambient + Lambert from one directional light, a Blinn-Phong highlight, and shadows
-      from an orthographic shadow map along the light (particles splatted into it, colliders
-      sphere-traced into it), filtered with 3x3 percentage-closer filtering (Reeves et al.,
-      SIGGRAPH 1987) for soft edges.
+      from an orthographic shadow map along the light (particles splatted into it, except clear
+      ones such as water, which let the light through; opaque colliders sphere-traced into it),
+      filtered with 3x3 percentage-closer filtering (Reeves et al., SIGGRAPH 1987) for soft
+      edges.
 
 Conventions
     * World frame z-up, metres. Pinhole camera at ``camera_pos`` looking at ``look_at`` with
@@ -60,27 +59,33 @@ from typing import Any
 import numpy as np
 import taichi as ti
 
-from engine import geometry, runtime
+from engine import geometry, render_surface, runtime
 from engine.colliders import Collider, pack_colliders
+from engine.render_shading import AMBIENT, DIFFUSE, NEAR, T_FAR, lit_fraction, ray_dir, shade, shadow_height, sky
 
-__all__ = ["SILICONE", "Renderer", "particle_colors", "sensor_meshes", "write_video"]
+__all__ = [
+    "CLEAR_LIQUIDS",
+    "SILICONE",
+    "Renderer",
+    "particle_colors",
+    "particle_optics",
+    "sensor_meshes",
+    "write_video",
+]
 
 ndarray = ti.types.ndarray
 
 _EMPTY_KEY = (1 << 63) - 1
-_T_FAR = 100.0  # depth quantization range [m]
-_DEPTH_SCALE = float((1 << 31) - 1) / _T_FAR
-_SHADOW_LEVELS = float(1 << 30)
+_DEPTH_SCALE = float((1 << 31) - 1) / T_FAR
 _MARCH_STEPS = 96
 _SHADOW_RES = 256
-_NEAR = 1e-3
+_GLASS_CACHE_SIZE = 16  # traced glass layers kept, per (collider, camera)
+_SMOOTH_MAX_PX = 16  # widest depth-smoothing half-window at 256 rows (scaled with the height)
+_DEFAULT_OPTICS = (0.0, 0.3)  # opaque, slightly glossy
+_CLEAR_SHADOW = 0.5  # particles at least this clear cast no shadow
 
-_SKY_ZENITH = (0.50, 0.66, 0.86)
-_SKY_HORIZON = (0.86, 0.89, 0.93)
 _FLOOR_LIGHT = (0.80, 0.79, 0.76)
 _FLOOR_DARK = (0.62, 0.61, 0.59)
-_AMBIENT = 0.38
-_DIFFUSE = 0.62
 
 _GLASS = (0.82, 0.90, 0.97, 0.32)
 SILICONE = (0.62, 0.70, 0.80)
@@ -99,60 +104,6 @@ _TOOL_PALETTE = (
 
 
 # --------------------------------------------------------------------------------------------
-# Taichi functions
-# --------------------------------------------------------------------------------------------
-
-
-@ti.func
-def _ray_dir(i, j, H, W, basis, focal):
-    """Unit direction of the ray through the centre of pixel (row i, column j)."""
-    right = ti.math.vec3(basis[0, 0], basis[0, 1], basis[0, 2])
-    up = ti.math.vec3(basis[1, 0], basis[1, 1], basis[1, 2])
-    fwd = ti.math.vec3(basis[2, 0], basis[2, 1], basis[2, 2])
-    dx = (j + 0.5) - 0.5 * W
-    dy = (i + 0.5) - 0.5 * H
-    return (fwd * focal + right * dx - up * dy).normalized()
-
-
-@ti.func
-def _shadow_height(h, hmin, hmax):
-    """Height along the light (m) -> integer level in [0, 2^30]."""
-    u = ti.math.clamp((h - hmin) / (hmax - hmin), 0.0, 1.0)
-    return ti.cast(u * _SHADOW_LEVELS, ti.i32)
-
-
-@ti.func
-def _lit(p, bias, shadow: ti.template(), light, s_origin, s_u, s_v, texel, hmin, hmax):
-    """Fraction of the 3x3 shadow-map neighbourhood of point p that the light reaches."""
-    R = shadow.shape[0]
-    rel = p - s_origin
-    a = ti.cast(ti.floor(rel.dot(s_u) / texel), ti.i32)
-    b = ti.cast(ti.floor(rel.dot(s_v) / texel), ti.i32)
-    level = _shadow_height(p.dot(light) + bias, hmin, hmax)
-    lit = 0.0
-    for da, db in ti.static(ti.ndrange((-1, 2), (-1, 2))):
-        aa = ti.math.clamp(a + da, 0, R - 1)
-        bb = ti.math.clamp(b + db, 0, R - 1)
-        lit += ti.select(shadow[aa, bb] > level, 0.0, 1.0)
-    return lit / 9.0
-
-
-@ti.func
-def _shade(base, n, view, lit, light, spec):
-    """Ambient + shadowed Lambert + Blinn-Phong highlight of a surface of color ``base``."""
-    diffuse = ti.max(n.dot(light), 0.0) * lit
-    h = (light - view).normalized()
-    highlight = spec * ti.pow(ti.max(n.dot(h), 0.0), 48.0) * lit
-    return base * (_AMBIENT + _DIFFUSE * diffuse) + highlight
-
-
-@ti.func
-def _sky(d):
-    t = ti.math.clamp(d[2] * 1.6 + 0.25, 0.0, 1.0)
-    return ti.math.mix(ti.math.vec3(*_SKY_HORIZON), ti.math.vec3(*_SKY_ZENITH), t)
-
-
-# --------------------------------------------------------------------------------------------
 # Kernels
 # --------------------------------------------------------------------------------------------
 
@@ -160,6 +111,7 @@ def _sky(d):
 @ti.kernel
 def _shadow_particles(
     x: ndarray(ndim=2),
+    optics: ndarray(ndim=2),
     radius: ti.f32,
     shadow: ndarray(ndim=2),
     light: ti.math.vec3,
@@ -170,9 +122,12 @@ def _shadow_particles(
     hmin: ti.f32,
     hmax: ti.f32,
 ):
-    """Splat every particle sphere into the light-space height map (max height per texel)."""
+    """Splat every particle sphere into the light-space height map (max height per texel); clear
+    particles (clarity >= :data:`_CLEAR_SHADOW`) let the light through and are left out."""
     R = shadow.shape[0]
     for p in range(x.shape[0]):
+        if optics[p, 0] >= _CLEAR_SHADOW:
+            continue
         c = ti.math.vec3(x[p, 0], x[p, 1], x[p, 2])
         rel = c - s_origin
         ua = rel.dot(s_u) / texel
@@ -189,7 +144,7 @@ def _shadow_particles(
                 db = (b + 0.5 - vb) * texel
                 q = radius * radius - da * da - db * db
                 if q >= 0.0:
-                    ti.atomic_max(shadow[a, b], _shadow_height(h0 + ti.sqrt(q), hmin, hmax))
+                    ti.atomic_max(shadow[a, b], shadow_height(h0 + ti.sqrt(q), hmin, hmax))
 
 
 @ti.kernel
@@ -229,7 +184,7 @@ def _shadow_collider(
                 p = o + t * d
                 r = geometry.sdf_world(kind, shape, pos, quat, p, mesh_sdf)
                 if r[0] < 1e-3:
-                    ti.atomic_max(shadow[a, b], _shadow_height(p.dot(light), hmin, hmax))
+                    ti.atomic_max(shadow[a, b], shadow_height(p.dot(light), hmin, hmax))
                     break
                 t += r[0]
 
@@ -238,7 +193,6 @@ def _shadow_collider(
 def _background(
     image: ndarray(ndim=3),
     depth: ndarray(ndim=2),
-    key: ndarray(ndim=2),
     cam: ti.math.vec3,
     basis: ti.math.mat3,
     focal: ti.f32,
@@ -253,79 +207,57 @@ def _background(
     hmin: ti.f32,
     hmax: ti.f32,
 ):
-    """Floor (soft checker, shadowed, hazy with distance) and sky; resets the z-buffers."""
+    """Floor (soft checker, shadowed, hazy with distance) and sky; resets the depth buffer."""
     H, W = image.shape[0], image.shape[1]
     for i, j in ti.ndrange(H, W):
-        d = _ray_dir(i, j, H, W, basis, focal)
-        color = _sky(d)
-        t_hit = _T_FAR
+        d = ray_dir(i, j, H, W, basis, focal)
+        color = sky(d)
+        t_hit = T_FAR
         if d[2] < -1e-6:
             t = (floor_z - cam[2]) / d[2]
-            if t > 0.0 and t < _T_FAR:
+            if t > 0.0 and t < T_FAR:
                 p = cam + t * d
                 # Soft checker: smoothstep of sin*sin, widened with distance against aliasing.
                 s = ti.sin(math.pi * p[0] / checker) * ti.sin(math.pi * p[1] / checker)
                 w = ti.min(0.15 + 0.5 * t / (focal * checker), 1.0)
                 m = ti.math.smoothstep(-w, w, s)
                 base = ti.math.mix(ti.math.vec3(*_FLOOR_DARK), ti.math.vec3(*_FLOOR_LIGHT), m)
-                lit = _lit(p, 2e-3, shadow, light, s_origin, s_u, s_v, texel, hmin, hmax)
-                shaded = _shade(base, ti.math.vec3(0.0, 0.0, 1.0), d, lit, light, 0.0)
+                lit = lit_fraction(p, 2e-3, shadow, light, s_origin, s_u, s_v, texel, hmin, hmax)
+                shaded = shade(base, ti.math.vec3(0.0, 0.0, 1.0), d, lit, light, 0.0)
                 haze = 1.0 - ti.exp(-0.12 * t * t)
-                color = ti.math.mix(shaded, _sky(d), ti.math.clamp(haze, 0.0, 1.0))
+                color = ti.math.mix(shaded, sky(d), ti.math.clamp(haze, 0.0, 1.0))
                 t_hit = t
         for c in ti.static(range(3)):
             image[i, j, c] = ti.cast(color[c], ti.f32)
         depth[i, j] = ti.cast(t_hit, ti.f32)
-        key[i, j] = ti.i64(_EMPTY_KEY)
+
+
+@ti.func
+def _enter_ray(cam, d, b_center, b_radius, t_max):
+    """Parameter interval ``(t0, t1)`` of the ray inside the bounding sphere, up to t_max (empty
+    when t0 > t1)."""
+    oc = cam - b_center
+    bb = oc.dot(d)
+    disc = bb * bb - (oc.dot(oc) - b_radius * b_radius)
+    t0, t1 = 1.0, 0.0
+    if disc > 0.0:
+        sq = ti.sqrt(disc)
+        t0 = ti.max(-bb - sq, NEAR)
+        t1 = ti.min(-bb + sq, t_max)
+    return t0, t1
 
 
 @ti.kernel
-def _splat(
-    x: ndarray(ndim=2),
-    radius: ti.f32,
-    key: ndarray(ndim=2),
-    cam: ti.math.vec3,
-    basis: ti.math.mat3,
-    focal: ti.f32,
-):
-    """Z-buffer pass: per covered pixel, atomic_min of (ray-sphere depth, particle index)."""
-    H, W = key.shape[0], key.shape[1]
-    right = ti.math.vec3(basis[0, 0], basis[0, 1], basis[0, 2])
-    up = ti.math.vec3(basis[1, 0], basis[1, 1], basis[1, 2])
-    fwd = ti.math.vec3(basis[2, 0], basis[2, 1], basis[2, 2])
-    for p in range(x.shape[0]):
-        c = ti.math.vec3(x[p, 0], x[p, 1], x[p, 2])
-        rel = c - cam
-        zc = rel.dot(fwd)
-        if zc > radius + _NEAR:
-            u = 0.5 * W + focal * rel.dot(right) / zc
-            v = 0.5 * H - focal * rel.dot(up) / zc
-            # Conservative screen radius of the sphere's silhouette (+1 pixel).
-            r_px = focal * radius / (zc - radius) * (1.0 + rel.norm() / zc) * 0.5 + 1.0
-            j0 = ti.max(ti.cast(ti.floor(u - r_px), ti.i32), 0)
-            j1 = ti.min(ti.cast(ti.floor(u + r_px), ti.i32), W - 1)
-            i0 = ti.max(ti.cast(ti.floor(v - r_px), ti.i32), 0)
-            i1 = ti.min(ti.cast(ti.floor(v + r_px), ti.i32), H - 1)
-            oc = cam - c
-            cc = oc.dot(oc) - radius * radius
-            for i in range(i0, i1 + 1):
-                for j in range(j0, j1 + 1):
-                    d = _ray_dir(i, j, H, W, basis, focal)
-                    b = oc.dot(d)
-                    disc = b * b - cc
-                    if disc >= 0.0:
-                        t = -b - ti.sqrt(disc)
-                        if t > _NEAR and t < _T_FAR:
-                            q = ti.cast(t * _DEPTH_SCALE, ti.i64)
-                            ti.atomic_min(key[i, j], (q << 32) | ti.cast(p, ti.i64))
-
-
-@ti.kernel
-def _resolve(
-    x: ndarray(ndim=2),
-    colors: ndarray(ndim=2),
-    radius: ti.f32,
-    key: ndarray(ndim=2),
+def _march_collider(
+    kind: ti.template(),
+    shapes: ndarray(ndim=2),
+    k: ti.i32,
+    mesh_sdf: ndarray(ndim=1),
+    pos: ti.math.vec3,
+    quat: ti.math.vec4,
+    b_center: ti.math.vec3,
+    b_radius: ti.f32,
+    rgb: ti.math.vec3,
     image: ndarray(ndim=3),
     depth: ndarray(ndim=2),
     cam: ti.math.vec3,
@@ -340,33 +272,34 @@ def _resolve(
     hmin: ti.f32,
     hmax: ti.f32,
 ):
-    """Shade the winning sphere of every pixel (normal from the exact ray-sphere hit)."""
+    """Sphere-trace one opaque collider per pixel up to the current depth; shade the hit and
+    write its depth."""
     H, W = image.shape[0], image.shape[1]
+    shape = geometry.gather_shape(shapes, k)
     for i, j in ti.ndrange(H, W):
-        k = key[i, j]
-        if k != ti.i64(_EMPTY_KEY):
-            p = ti.cast(k & ti.i64(0xFFFFFFFF), ti.i32)
-            c = ti.math.vec3(x[p, 0], x[p, 1], x[p, 2])
-            d = _ray_dir(i, j, H, W, basis, focal)
-            oc = cam - c
-            b = oc.dot(d)
-            disc = ti.max(b * b - (oc.dot(oc) - radius * radius), 0.0)
-            t = -b - ti.sqrt(disc)
-            if t < depth[i, j]:
-                hit = cam + t * d
-                n = (hit - c) / radius
-                base = ti.math.vec3(colors[p, 0], colors[p, 1], colors[p, 2])
-                lit = _lit(c, 2.5 * radius, shadow, light, s_origin, s_u, s_v, texel, hmin, hmax)
-                out = _shade(base, n, d, lit, light, 0.25)
+        d = ray_dir(i, j, H, W, basis, focal)
+        t, t1 = _enter_ray(cam, d, b_center, b_radius, depth[i, j])
+        for _ in range(_MARCH_STEPS):
+            if t > t1:
+                break
+            p = cam + t * d
+            r = geometry.sdf_world(kind, shape, pos, quat, p, mesh_sdf)
+            if r[0] < 5e-4 + 5e-4 * t:
+                n = ti.math.vec3(r[1], r[2], r[3])
+                if n.dot(d) > 0.0:
+                    n = -n
+                lit = lit_fraction(p, 4e-3, shadow, light, s_origin, s_u, s_v, texel, hmin, hmax)
+                out = shade(rgb, n, d, lit, light, 0.35)
                 for ch in ti.static(range(3)):
                     image[i, j, ch] = ti.cast(out[ch], ti.f32)
                 depth[i, j] = ti.cast(t, ti.f32)
+                break
+            t += r[0]
 
 
 @ti.kernel
-def _march_collider(
+def _trace_glass(
     kind: ti.template(),
-    max_hits: ti.template(),
     shapes: ndarray(ndim=2),
     k: ti.i32,
     mesh_sdf: ndarray(ndim=1),
@@ -375,86 +308,84 @@ def _march_collider(
     b_center: ti.math.vec3,
     b_radius: ti.f32,
     rgba: ti.math.vec4,
-    image: ndarray(ndim=3),
-    depth: ndarray(ndim=2),
+    hit_t: ndarray(ndim=3),
+    hit_rgba: ndarray(ndim=4),
     cam: ti.math.vec3,
     basis: ti.math.mat3,
     focal: ti.f32,
-    shadow: ndarray(ndim=2),
     light: ti.math.vec3,
-    s_origin: ti.math.vec3,
-    s_u: ti.math.vec3,
-    s_v: ti.math.vec3,
-    texel: ti.f32,
-    hmin: ti.f32,
-    hmax: ti.f32,
 ):
-    """Sphere-trace one collider per pixel up to the current depth and compose it.
-
-    ``max_hits == 1``: opaque, writes depth. ``max_hits == 2``: glass, the first two entering
-    surfaces are blended back to front over the pixel; depth is left unchanged.
-    """
-    H, W = image.shape[0], image.shape[1]
+    """Sphere-trace one glass collider per pixel: distance (-1: none) and shaded, Fresnel-rimmed
+    RGBA of the first two surfaces the ray enters (the near and the far wall). Unshadowed, so
+    the layers can be kept while the collider and the camera stay put."""
+    H, W = hit_t.shape[0], hit_t.shape[1]
     shape = geometry.gather_shape(shapes, k)
     base = ti.math.vec3(rgba[0], rgba[1], rgba[2])
-    alpha = rgba[3]
     for i, j in ti.ndrange(H, W):
-        d = _ray_dir(i, j, H, W, basis, focal)
-        oc = cam - b_center
-        bb = oc.dot(d)
-        disc = bb * bb - (oc.dot(oc) - b_radius * b_radius)
-        if disc > 0.0:
-            sq = ti.sqrt(disc)
-            t = ti.max(-bb - sq, _NEAR)
-            t1 = ti.min(-bb + sq, depth[i, j])
-            n_hits = 0
-            inside = False
-            t_hit = ti.Vector([0.0, 0.0])
-            shades = ti.Matrix.zero(float, 2, 3)
-            opac = ti.Vector([0.0, 0.0])
-            for _ in range(_MARCH_STEPS):
-                if t > t1:
-                    break
-                p = cam + t * d
-                r = geometry.sdf_world(kind, shape, pos, quat, p, mesh_sdf)
-                dist = r[0]
-                if inside:
-                    if dist > 0.0:
-                        inside = False
-                    t += ti.max(ti.abs(dist), 2e-3)
-                elif dist < 5e-4 + 5e-4 * t:
-                    n = ti.math.vec3(r[1], r[2], r[3])
-                    if n.dot(d) > 0.0:
-                        n = -n
-                    lit = _lit(p, 4e-3, shadow, light, s_origin, s_u, s_v, texel, hmin, hmax)
-                    s = _shade(base, n, d, lit, light, 0.35)
-                    rim = ti.pow(1.0 - ti.abs(n.dot(d)), 3.0)
-                    a = 1.0
-                    if ti.static(max_hits > 1):
-                        a = alpha + (1.0 - alpha) * 0.7 * rim
-                    for ch in ti.static(range(3)):
-                        shades[n_hits, ch] = s[ch]
-                    opac[n_hits] = a
-                    t_hit[n_hits] = t
-                    n_hits += 1
-                    if n_hits >= max_hits:
-                        break
-                    inside = True
-                    t += 2e-3
-                else:
-                    t += dist
-            # Compose back to front.
-            out = ti.math.vec3(image[i, j, 0], image[i, j, 1], image[i, j, 2])
-            for h in ti.static(range(max_hits)):
-                hh = max_hits - 1 - h
-                if hh < n_hits:
-                    s = ti.math.vec3(shades[hh, 0], shades[hh, 1], shades[hh, 2])
-                    out = ti.math.mix(out, s, opac[hh])
-            if n_hits > 0:
+        d = ray_dir(i, j, H, W, basis, focal)
+        t, t1 = _enter_ray(cam, d, b_center, b_radius, T_FAR)
+        hit_t[i, j, 0] = -1.0
+        hit_t[i, j, 1] = -1.0
+        n_hits = 0
+        inside = False
+        for _ in range(_MARCH_STEPS):
+            if t > t1:
+                break
+            p = cam + t * d
+            r = geometry.sdf_world(kind, shape, pos, quat, p, mesh_sdf)
+            dist = r[0]
+            if inside:
+                if dist > 0.0:
+                    inside = False
+                t += ti.max(ti.abs(dist), 2e-3)
+            elif dist < 5e-4 + 5e-4 * t:
+                n = ti.math.vec3(r[1], r[2], r[3])
+                if n.dot(d) > 0.0:
+                    n = -n
+                s = shade(base, n, d, 1.0, light, 0.35)
+                rim = ti.pow(1.0 - ti.abs(n.dot(d)), 3.0)
+                hit_t[i, j, n_hits] = ti.cast(t, ti.f32)
                 for ch in ti.static(range(3)):
-                    image[i, j, ch] = ti.cast(out[ch], ti.f32)
-                if ti.static(max_hits == 1):
-                    depth[i, j] = ti.cast(t_hit[0], ti.f32)
+                    hit_rgba[i, j, n_hits, ch] = ti.cast(s[ch], ti.f32)
+                hit_rgba[i, j, n_hits, 3] = ti.cast(rgba[3] + (1.0 - rgba[3]) * 0.7 * rim, ti.f32)
+                n_hits += 1
+                if n_hits >= 2:
+                    break
+                inside = True
+                t += 2e-3
+            else:
+                t += dist
+
+
+@ti.kernel
+def _compose_glass(
+    front: ti.template(),
+    hit_t: ndarray(ndim=3),
+    hit_rgba: ndarray(ndim=4),
+    split: ndarray(ndim=2),
+    image: ndarray(ndim=3),
+    depth: ndarray(ndim=2),
+):
+    """Blend a glass collider's layers nearer than ``depth`` over the image, far layer first.
+
+    Glass is composed in two passes around a particle surface at distance ``split`` (0 where
+    there is none): the layers beyond it (``front=False``) before the surface refracts them,
+    those in front of it (``front=True``) after.
+    """
+    for i, j in split:
+        out = ti.math.vec3(image[i, j, 0], image[i, j, 1], image[i, j, 2])
+        for h in ti.static((1, 0)):
+            t = hit_t[i, j, h]
+            keep = t > 0.0 and t < depth[i, j]
+            if ti.static(front):
+                keep = keep and t < split[i, j]
+            else:
+                keep = keep and (split[i, j] <= 0.0 or t >= split[i, j])
+            if keep:
+                s = ti.math.vec3(hit_rgba[i, j, h, 0], hit_rgba[i, j, h, 1], hit_rgba[i, j, h, 2])
+                out = ti.math.mix(out, s, hit_rgba[i, j, h, 3])
+        for ch in ti.static(range(3)):
+            image[i, j, ch] = ti.cast(out[ch], ti.f32)
 
 
 # --------------------------------------------------------------------------------------------
@@ -579,7 +510,7 @@ def _shadow_triangles(
                     w2 = ((P[1, 0] - P[0, 0]) * py - px * (P[1, 1] - P[0, 1])) / area
                     if w1 >= -1e-6 and w2 >= -1e-6 and w1 + w2 <= 1.0 + 1e-6:
                         h = (1.0 - w1 - w2) * P[0, 2] + w1 * P[1, 2] + w2 * P[2, 2]
-                        ti.atomic_max(shadow[a, b], _shadow_height(h, hmin, hmax))
+                        ti.atomic_max(shadow[a, b], shadow_height(h, hmin, hmax))
 
 
 @ti.kernel
@@ -592,7 +523,7 @@ def _raster_triangles(
     focal: ti.f32,
 ):
     """Z-buffer pass: per pixel of a triangle's screen bounding box, the exact ray-triangle
-    depth, and atomic_min of (quantized depth << 32 | triangle index), as :func:`_splat`."""
+    depth, and atomic_min of (quantized depth << 32 | triangle index)."""
     H, W = key.shape[0], key.shape[1]
     right = ti.math.vec3(basis[0, 0], basis[0, 1], basis[0, 2])
     up = ti.math.vec3(basis[1, 0], basis[1, 1], basis[1, 2])
@@ -606,7 +537,7 @@ def _raster_triangles(
         for q in ti.static(range(3)):
             rel = ti.static([a, b, c])[q] - cam
             zc = rel.dot(fwd)
-            if zc < _NEAR:
+            if zc < NEAR:
                 n_behind += 1
             else:
                 u = 0.5 * W + focal * rel.dot(right) / zc
@@ -622,10 +553,10 @@ def _raster_triangles(
             i1 = ti.min(ti.cast(ti.floor(ti.min(vmax, H + 1.0)), ti.i32) + 1, H - 1)
             for i in range(i0, i1 + 1):
                 for j in range(j0, j1 + 1):
-                    d = _ray_dir(i, j, H, W, basis, focal)
+                    d = ray_dir(i, j, H, W, basis, focal)
                     r = _ray_triangle(cam, d, a, b, c)
                     e = 1e-5
-                    if r[1] >= -e and r[2] >= -e and r[1] + r[2] <= 1.0 + e and r[0] > _NEAR and r[0] < _T_FAR:
+                    if r[1] >= -e and r[2] >= -e and r[1] + r[2] <= 1.0 + e and r[0] > NEAR and r[0] < T_FAR:
                         qd = ti.cast(r[0] * _DEPTH_SCALE, ti.i64)
                         ti.atomic_min(key[i, j], (qd << 32) | ti.cast(f, ti.i64))
 
@@ -638,7 +569,7 @@ def _shade_gel(base, n, view, lit, light):
     diffuse = ti.max(ndl, 0.0) * (0.3 + 0.7 * lit)
     h = (light - view).normalized()
     highlight = 0.22 * ti.pow(ti.max(n.dot(h), 0.0), 40.0) * lit
-    out = base * (_AMBIENT + _DIFFUSE * diffuse) + highlight
+    out = base * (AMBIENT + DIFFUSE * diffuse) + highlight
     rim = ti.pow(1.0 - ti.abs(n.dot(view)), 3.0)
     return ti.math.mix(out, ti.math.vec3(*_GEL_RIM), 0.35 * rim)
 
@@ -674,7 +605,7 @@ def _resolve_triangles(
             a = _vertex(v, tris, f, 0)
             b = _vertex(v, tris, f, 1)
             c = _vertex(v, tris, f, 2)
-            d = _ray_dir(i, j, H, W, basis, focal)
+            d = ray_dir(i, j, H, W, basis, focal)
             r = _ray_triangle(cam, d, a, b, c)
             t = r[0]
             if t < depth[i, j]:
@@ -689,7 +620,7 @@ def _resolve_triangles(
                 cos_l = ti.max(ti.abs(n.dot(light)), 0.2)
                 bias = texel * (1.5 + ti.min(1.5 * ti.sqrt(1.0 - cos_l * cos_l) / cos_l, 4.0))
                 hit = cam + t * d
-                lit = _lit(hit, bias, shadow, light, s_origin, s_u, s_v, texel, hmin, hmax)
+                lit = lit_fraction(hit, bias, shadow, light, s_origin, s_u, s_v, texel, hmin, hmax)
                 base = ti.math.vec3(colors[f, 0], colors[f, 1], colors[f, 2])
                 out = _shade_gel(base, n, d, lit, light)
                 for ch in ti.static(range(3)):
@@ -739,6 +670,31 @@ def particle_colors(model: Any) -> np.ndarray:
     """(N, 3) float64 RGB in [0, 1]: each particle's material color (``Material.color``)."""
     table = np.array([m.color for m in model.materials], dtype=np.float64).reshape(-1, 3)
     return np.clip(table[np.asarray(model.material_id)], 0.0, 1.0)
+
+
+CLEAR_LIQUIDS = {"water": 0.9}
+"""Clarity of clear liquids: a fluid material whose name contains a key (``water``,
+``tank_water``, ``mix_water``) gets its value; every other material is opaque."""
+_LIQUID_GLOSS, _SOLID_GLOSS = 1.0, 0.25
+
+
+def particle_optics(model: Any) -> np.ndarray:
+    """(N, 2) float64 ``(clarity, gloss)`` of each particle for :meth:`Renderer.render`.
+
+    Liquids (``fluid`` materials) are glossy, and clear when their name contains a key of
+    :data:`CLEAR_LIQUIDS` (water); milk, coffee and every solid (elastic, elastoplastic, viscoplastic, rigid) are
+    opaque, the solids with a soft sheen.
+    """
+    from engine.materials import FLUID
+
+    def clarity(name: str) -> float:
+        return max((v for k, v in CLEAR_LIQUIDS.items() if k in name), default=0.0)
+
+    table = np.array(
+        [(clarity(m.name), _LIQUID_GLOSS) if m.kind == FLUID else (0.0, _SOLID_GLOSS) for m in model.materials],
+        dtype=np.float64,
+    ).reshape(-1, 2)
+    return table[np.asarray(model.material_id)]
 
 
 def _check_meshes(meshes: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -874,22 +830,7 @@ class Renderer:
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 1 <= v <= 8192:
                 raise ValueError(f"{name} must be an int in [1, 8192], got {v!r}")
         self.width, self.height = int(width), int(height)
-        self.camera_pos = self._vec3("camera_pos", camera_pos)
-        self.look_at = self._vec3("look_at", look_at)
-        fwd = self.look_at - self.camera_pos
-        if np.linalg.norm(fwd) < 1e-9:
-            raise ValueError("camera_pos and look_at must differ")
-        fwd /= np.linalg.norm(fwd)
-        right = np.cross(fwd, [0.0, 0.0, 1.0])
-        if np.linalg.norm(right) < 1e-6:  # looking straight up or down: pick +x as right
-            right = np.array([1.0, 0.0, 0.0])
-        right /= np.linalg.norm(right)
-        up = np.cross(right, fwd)
-        self._basis = np.stack([right, up, fwd])
-        if not (isinstance(fov_deg, (int, float)) and 0.0 < float(fov_deg) < 180.0):
-            raise ValueError(f"fov_deg must be in (0, 180), got {fov_deg!r}")
-        self.fov_deg = float(fov_deg)
-        self._focal = 0.5 * self.height / math.tan(math.radians(self.fov_deg) / 2.0)
+        self.set_camera(camera_pos, look_at, fov_deg)
         if particle_radius is not None:
             if not (isinstance(particle_radius, (int, float)) and math.isfinite(particle_radius)):
                 raise ValueError(f"particle_radius must be a positive number or None, got {particle_radius!r}")
@@ -915,6 +856,38 @@ class Renderer:
         self._packed_key: tuple | None = None
         self._packed: tuple | None = None
         self._mesh_topology: tuple | None = None
+        self._glass_cache: dict[int, tuple] = {}
+        self._body_colliders: dict[int, tuple] = {}
+
+    def set_camera(self, camera_pos: Sequence[float], look_at: Sequence[float], fov_deg: float | None = None) -> None:
+        """Move the camera (e.g. to a view of :func:`engine.render_camera.orbit`); the buffers stay.
+
+        Args:
+            camera_pos: camera position [m].
+            look_at: point the camera looks at [m]; the up direction is ``+z``.
+            fov_deg: vertical field of view [degrees] in (0, 180); None keeps the current one.
+
+        Raises:
+            ValueError: non-finite or coincident points, or a bad field of view.
+        """
+        camera_pos = self._vec3("camera_pos", camera_pos)
+        look_at = self._vec3("look_at", look_at)
+        fwd = look_at - camera_pos
+        if np.linalg.norm(fwd) < 1e-9:
+            raise ValueError("camera_pos and look_at must differ")
+        fwd /= np.linalg.norm(fwd)
+        right = np.cross(fwd, [0.0, 0.0, 1.0])
+        if np.linalg.norm(right) < 1e-6:  # looking straight up or down: pick +x as right
+            right = np.array([1.0, 0.0, 0.0])
+        right /= np.linalg.norm(right)
+        up = np.cross(right, fwd)
+        if fov_deg is None:
+            fov_deg = self.fov_deg
+        if not (isinstance(fov_deg, (int, float)) and 0.0 < float(fov_deg) < 180.0):
+            raise ValueError(f"fov_deg must be in (0, 180), got {fov_deg!r}")
+        self.camera_pos, self.look_at, self._basis = camera_pos, look_at, np.stack([right, up, fwd])
+        self.fov_deg = float(fov_deg)
+        self._focal = 0.5 * self.height / math.tan(math.radians(self.fov_deg) / 2.0)
 
     @staticmethod
     def _vec3(name: str, v: Any) -> np.ndarray:
@@ -1004,6 +977,7 @@ class Renderer:
         collider_colors: Sequence[Sequence[float]] | None = None,
         meshes: Sequence[Any] = (),
         bodies: Sequence[Any] = (),
+        optics: Any = None,
     ) -> np.ndarray:
         """Render one frame.
 
@@ -1019,12 +993,16 @@ class Renderer:
                 normals within creases of 40 degrees, both sides, casting and receiving shadows.
             bodies: sequence of ``(RigidBody, pose (7,))`` (engine/solvers/rigid.py), drawn
                 opaque in the body's colour.
+            optics: (N, 2) per-particle ``(clarity, gloss)`` in [0, 1] (e.g.
+                :func:`particle_optics`): clarity 0 is an opaque body (milk, dough), near 1 a
+                clear liquid that shows what lies behind it, tinted by its colour; gloss weights
+                the Fresnel reflection and the highlight (1 for liquids). None: opaque, gloss 0.3.
 
         Returns:
             ``(height, width, 3)`` uint8 image.
 
         Raises:
-            ValueError: wrong shapes, NaN/Inf positions or colors, colors outside [0, 1],
+            ValueError: wrong shapes, NaN/Inf positions or colors, colors or optics outside [0, 1],
                 malformed colliders/poses, or malformed meshes (the message names
                 ``meshes[k]`` and the part: vertices, triangles or color).
         """
@@ -1044,11 +1022,21 @@ class Renderer:
             raise ValueError("colors contain NaN/Inf")
         if N and (colors.min() < 0.0 or colors.max() > 1.0):
             raise ValueError(f"colors must lie in [0, 1], got range [{colors.min():g}, {colors.max():g}]")
+        if optics is None:
+            optics = np.tile(_DEFAULT_OPTICS, (N, 1))
+        optics = as_numpy(optics, "optics")
+        if optics.shape != (N, 2):
+            raise ValueError(f"optics must have shape ({N}, 2) to match x, got {optics.shape}")
+        if N and not (np.all(np.isfinite(optics)) and optics.min() >= 0.0 and optics.max() <= 1.0):
+            raise ValueError("optics (clarity, gloss) must lie in [0, 1]")
         items = self._check_colliders(colliders)
         styles = self._collider_styles(items, collider_colors)
 
         for n, (body, pose) in enumerate(bodies):
-            items += self._check_colliders([(Collider(body.shape), pose)])
+            cached = self._body_colliders.get(id(body))
+            if cached is None or cached[0] is not body:  # one Collider per body keeps the packing
+                cached = self._body_colliders[id(body)] = (body, Collider(body.shape))
+            items += self._check_colliders([(cached[1], pose)])
             color = np.asarray(body.color, dtype=np.float64)
             if color.shape != (3,) or color.min() < 0 or color.max() > 1:
                 raise ValueError(f"bodies[{n}].color must be RGB in [0, 1], got {body.color!r}")
@@ -1061,7 +1049,6 @@ class Renderer:
         H, W = self.height, self.width
         image = self._buffer("image", ti.f32, (H, W, 3))
         depth = self._buffer("depth", ti.f32, (H, W))
-        key = self._buffer("key", ti.i64, (H, W))
         shadow = self._buffer("shadow", ti.i32, (_SHADOW_RES, _SHADOW_RES))
         out = self._buffer("out", ti.u8, (H, W, 3))
         cam = ti.math.vec3(*self.camera_pos)
@@ -1083,15 +1070,17 @@ class Renderer:
         if N:
             xs = self._buffer("x", ti.f32, (N, 3))
             cs = self._buffer("colors", ti.f32, (N, 3))
+            os_ = self._buffer("optics", ti.f32, (N, 2))
             xs.from_numpy(x.astype(np.float32))
             cs.from_numpy(colors.astype(np.float32))
-            _shadow_particles(xs, radius, *sh)
+            os_.from_numpy(optics.astype(np.float32))
+            _shadow_particles(xs, os_, radius, *sh)
         packed = self._pack_colliders(items) if items else None
         traced = []
         for k, (c, pose) in enumerate(items):
             center_local, b_radius = packed[3][k]
             if math.isinf(b_radius):
-                center, b_radius = self.camera_pos, 2.0 * _T_FAR
+                center, b_radius = self.camera_pos, 2.0 * T_FAR
             else:
                 center = geometry.quat_rotate_numpy(pose[3:], center_local[None])[0] + pose[:3]
                 b_radius = 1.01 * b_radius + 1e-3
@@ -1103,27 +1092,80 @@ class Renderer:
             mv, mt, mn, mc = self._upload_mesh(*mesh)
             _shadow_triangles(mv, mt, *sh)
 
-        _background(image, depth, key, cam, basis, focal, self.floor_z, self.checker, *sh)
-        if N:
-            _splat(xs, radius, key, cam, basis, focal)
-            _resolve(xs, cs, radius, key, image, depth, cam, basis, focal, *sh)
+        # Opaque parts first (they write depth): floor, meshes, opaque colliders and bodies.
+        _background(image, depth, cam, basis, focal, self.floor_z, self.checker, *sh)
         if mesh is not None:
-            mkey = self._buffer("mesh_key", ti.i64, (H, W))
-            _clear_key(mkey)
-            _raster_triangles(mv, mt, mkey, cam, basis, focal)
-            _resolve_triangles(mv, mt, mn, mc, mkey, image, depth, cam, basis, focal, *sh)
-        # Opaque colliders first (they write depth), then glass back to front.
-        order = sorted(
-            range(len(items)),
-            key=lambda k: (styles[k][3] < 1.0, -float(np.linalg.norm(traced[k][3] - self.camera_pos))),
+            key = self._buffer("key", ti.i64, (H, W))
+            _clear_key(key)
+            _raster_triangles(mv, mt, key, cam, basis, focal)
+            _resolve_triangles(mv, mt, mn, mc, key, image, depth, cam, basis, focal, *sh)
+        opaque = [k for k in range(len(items)) if styles[k][3] >= 1.0]
+        glass = sorted(
+            (k for k in range(len(items)) if styles[k][3] < 1.0),
+            key=lambda k: -float(np.linalg.norm(traced[k][3] - self.camera_pos)),
         )
-        for k in order:
+        for k in opaque:
             g, center, b_radius, _ = traced[k]
-            hits = 1 if styles[k][3] >= 1.0 else 2
-            rgba = ti.math.vec4(*styles[k])
-            _march_collider(g[0], hits, *g[1:], center, b_radius, rgba, image, depth, cam, basis, focal, *sh)
+            rgb = ti.math.vec3(*styles[k][:3])
+            _march_collider(*g, center, b_radius, rgb, image, depth, cam, basis, focal, *sh)
+        layers = [self._glass_layers(k, items[k][1], traced[k], styles[k]) for k in glass]
+        # The particle surface in front of the opaque parts; glass beyond it, the surface
+        # refracting what lies behind it, then glass in front of it.
+        split = self._buffer("surface_t", ti.f32, (H, W))
+        if N:
+            surface = self._surface_buffers(H, W)
+            render_surface.clear(surface["zkey"], surface["thick"], surface["acc"])
+            render_surface.splat_depth(xs, radius, depth, surface["zkey"], surface["thick"], cam, basis, focal)
+            render_surface.splat_material(xs, cs, os_, radius, surface["zkey"], surface["acc"], cam, basis, focal)
+            render_surface.unpack(surface["zkey"], surface["thick"], surface["t0"], surface["T0"])
+            max_px = max(2, round(_SMOOTH_MAX_PX * H / 256))
+            render_surface.smooth(0, surface["t0"], surface["T0"], surface["t1"], surface["T1"], radius, focal, max_px)
+            render_surface.smooth(1, surface["t1"], surface["T1"], split, surface["T0"], radius, focal, max_px)
+        else:
+            split.fill(0.0)
+        for hit_t, hit_rgba in layers:
+            _compose_glass(False, hit_t, hit_rgba, split, image, depth)
+        if N:
+            behind = self._buffer("behind", ti.f32, (H, W, 3))
+            render_surface.copy_image(image, behind)
+            render_surface.shade_surface(
+                split, surface["T0"], surface["acc"], behind, image, depth, radius, cam, basis, focal, *sh
+            )
+            for hit_t, hit_rgba in layers:
+                _compose_glass(True, hit_t, hit_rgba, split, image, depth)
         _to_u8(image, out)
         return out.to_numpy()
+
+    def _glass_layers(self, k: int, pose: np.ndarray, traced: tuple, style: tuple) -> tuple[Any, Any]:
+        """The traced layers of glass collider k seen from the current camera, traced again only
+        when its shape, pose or colour changed (a few cameras are remembered, for multi-view)."""
+        g, center, b_radius, _ = traced
+        H, W = self.height, self.width
+        camera = (self.camera_pos.tobytes(), self._basis.tobytes(), self._focal, H, W)
+        stamp = (self._packed_key, pose.tobytes(), style)
+        cached = self._glass_cache.get((k, camera))
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        if cached is None and len(self._glass_cache) >= _GLASS_CACHE_SIZE:
+            self._glass_cache.clear()
+        layers = cached[1] if cached is not None else (ti.ndarray(ti.f32, (H, W, 2)), ti.ndarray(ti.f32, (H, W, 2, 4)))
+        basis = ti.math.mat3(self._basis.tolist())
+        cam, light = ti.math.vec3(*self.camera_pos), ti.math.vec3(*self._light)
+        _trace_glass(*g, center, b_radius, ti.math.vec4(*style), *layers, cam, basis, self._focal, light)
+        self._glass_cache[(k, camera)] = (stamp, layers)
+        return layers
+
+    def _surface_buffers(self, H: int, W: int) -> dict[str, Any]:
+        """The particle-surface work buffers (render_surface's integer splats and float images)."""
+        return {
+            "zkey": self._buffer("zkey", ti.i32, (H, W)),
+            "thick": self._buffer("thick", ti.i32, (H, W)),
+            "acc": self._buffer("acc", ti.i32, (H, W, render_surface.ACC_CHANNELS)),
+            "t0": self._buffer("t0", ti.f32, (H, W)),
+            "T0": self._buffer("T0", ti.f32, (H, W)),
+            "t1": self._buffer("t1", ti.f32, (H, W)),
+            "T1": self._buffer("T1", ti.f32, (H, W)),
+        }
 
     def _upload_mesh(self, vertices: np.ndarray, triangles: np.ndarray, colors: np.ndarray):
         """Copy the merged mesh to the device; rebuild the vertex -> triangle table only when the

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import imageio.v2 as imageio
+import numpy as np
 import pytest
 
 from policies import cli
@@ -21,6 +22,25 @@ def test_demo_writes_a_video(tmp_path):
     assert len(frames) >= 3
     assert frames[0].ndim == 3 and frames[0].shape[2] in (3, 4)
     assert frames[0].std() > 5.0
+
+
+@pytest.mark.slow
+def test_demo_press_shows_an_imprint(runtime):
+    """The demo's tactile press: the gel pad's tactile image is uniform before the finger comes
+    down and shows a coloured imprint of the jelly ball at the deepest press."""
+    from policies import demo
+
+    class Bar:
+        def update(self, n=1):
+            pass
+
+    size = 64
+    frames = demo._press(demo.PRESS_STEPS, size, 2 * size + 2, Bar())["frames"]
+    assert len(frames) == demo.PRESS_STEPS and frames[0].shape == (size, 2 * size + 2, 3)
+    rest, deepest = (frames[k][:, size + 2 :].astype(float) for k in (0, round(0.6 * demo.PRESS_STEPS) - 1))
+    change = np.abs(deepest - rest).max(-1)
+    assert change.max() > 40, change.max()
+    assert (change > 15).mean() > 0.01, (change > 15).mean()
 
 
 def test_demo_rejects_bad_arguments(tmp_path, capsys):

@@ -143,8 +143,11 @@ def test_write_video_round_trip(tmp_path, ext):
     path = write_video(frames, tmp_path / f"clip{ext}", fps=10)
     with imageio.get_reader(path) as reader:
         decoded = list(reader.iter_data())  # len(reader) may be inf for mp4
+        meta = reader.get_meta_data()
     assert len(decoded) == 4
     assert decoded[0].shape[:2] == (32, 48)
+    fps = meta["fps"] if ext == ".mp4" else 1000.0 / meta["duration"]  # GIF: ms per frame
+    assert fps == pytest.approx(10.0, rel=1e-3)
 
 
 def test_write_video_rejects_bad_input(tmp_path):
@@ -431,3 +434,151 @@ def test_compose_tactile_frame_rejects_bad_input():
         args = dict(scene_frame=scene, tactile_image=tactile, markers_px=px, marker_disp_px=px) | override
         with pytest.raises(ValueError, match=match):
             compose_tactile_frame(**args)
+
+
+# --------------------------------------------------------------------------------------------
+# Particle surfaces (liquids and soft solids), edge cases, cameras
+# --------------------------------------------------------------------------------------------
+
+H_LAYER = 1.0 / 64  # particle spacing of the resting layer [m] (grid dx / 2 at 32 cells)
+
+
+def resting_layer(seed=0):
+    """A 0.3 x 0.3 x 0.04 m block sampled at H_LAYER with the jitter the scene sampler uses."""
+    from engine.sampling import box
+
+    return box((0.35, 0.35, 0.02), (0.65, 0.65, 0.06), H_LAYER, jitter=0.5, rng=seed)
+
+
+def top_down(runtime):
+    from engine.render import Renderer
+
+    # Radius 0.7 x spacing, as tasks draw their particles (0.35 dx at spacing dx / 2).
+    return Renderer(
+        width=SIZE, height=SIZE, camera_pos=(0.5, 0.5, 0.8), look_at=(0.5, 0.5, 0.0), particle_radius=0.7 * H_LAYER
+    )
+
+
+def test_resting_liquid_layer_is_a_continuous_surface(runtime):
+    """Every pixel inside the silhouette of a two-particle-thick liquid layer shows the liquid,
+    not the floor between particles; small beads at the same positions leave gaps."""
+    renderer = top_down(runtime)
+    x = resting_layer()
+    x = x[x[:, 2] < 0.02 + 2 * H_LAYER]  # two particle layers
+    colors = np.tile(RED, (len(x), 1))
+    optics = np.tile([0.0, 1.0], (len(x), 1))  # opaque: a pixel is red only if it sees liquid
+    # Pixels that see the layer's top face, 2 px inside its edge (camera straight above).
+    focal = 0.5 * SIZE / np.tan(np.radians(22.5))
+    half_px = focal * 0.15 / (0.8 - 0.05) - 2
+    c = np.arange(SIZE) + 0.5 - 0.5 * SIZE
+    inside = (np.abs(c)[:, None] < half_px) & (np.abs(c)[None, :] < half_px)
+
+    def liquid(img):
+        img = img.astype(int)
+        return (img[..., 0] > img[..., 1] + 40) & (img[..., 0] > img[..., 2] + 40)
+
+    covered = liquid(renderer.render(x, colors, optics=optics))[inside].mean()
+    assert covered > 0.995, covered
+    renderer.particle_radius = 0.2 * H_LAYER
+    beads = liquid(renderer.render(x, colors, optics=optics))[inside].mean()
+    assert beads < covered - 0.05, (beads, covered)
+
+
+def test_front_layer_colours_the_surface(runtime):
+    """Milk drawn on coffee (latte art): the top layer's colour shows where milk lies on top,
+    the coffee's elsewhere, with no mixing through the depth."""
+    from engine.materials import COFFEE, MILK
+
+    renderer = top_down(runtime)
+    x = resting_layer()
+    top = x[:, 2] > 0.06 - 1.5 * H_LAYER
+    stripe = top & (x[:, 0] < 0.5)  # milk on the top layer of the left half
+    colors = np.where(stripe[:, None], MILK.color, COFFEE.color)
+    img = renderer.render(x, colors, optics=np.tile([0.0, 1.0], (len(x), 1))).astype(float)
+    mid = SIZE // 2
+    left, right = img[mid - 4 : mid + 4, mid - 10 : mid - 4], img[mid - 4 : mid + 4, mid + 4 : mid + 10]
+    assert left.mean() > 2.0 * right.mean(), (left.mean(), right.mean())  # the x axis runs left to right
+    assert right[..., 0].mean() > right[..., 2].mean() + 10  # coffee brown, not grey
+
+
+def test_particle_optics_from_materials(runtime):
+    from engine.config import SimConfig
+    from engine.materials import ICE_CREAM, MILK, WATER
+    from engine.render import particle_optics
+    from engine.sampling import box
+    from engine.scene import SceneBuilder
+
+    builder = SceneBuilder(SimConfig(grid_res=16))
+    for k, m in enumerate((WATER, MILK, ICE_CREAM)):
+        builder.add_particles(box((0.2 + 0.2 * k, 0.3, 0.3), (0.3 + 0.2 * k, 0.4, 0.4), 0.05), m, 0.05)
+    model = builder.build()
+    optics = particle_optics(model)
+    assert optics.shape == (model.n_particles, 2)
+    clarity = [optics[model.material_id == k, 0] for k in range(3)]
+    gloss = [optics[model.material_id == k, 1] for k in range(3)]
+    assert clarity[0].min() > 0.5 and clarity[1].max() == 0.0 and clarity[2].max() == 0.0
+    assert gloss[1].min() > gloss[2].max()  # liquids shine more than ice cream
+
+
+def test_render_edge_cases(runtime, renderer):
+    """Empty scene, a single particle, particles outside the view and extreme positions."""
+    empty = renderer.render(np.zeros((0, 3)))
+    assert empty.shape == (SIZE, SIZE, 3) and empty.dtype == np.uint8
+    one = renderer.render(np.array([on_axis(1.0)]), np.array([RED]))
+    changed = np.abs(one.astype(int) - empty.astype(int)).sum(-1) > 30
+    assert 10 < changed.sum() < 0.5 * SIZE * SIZE and is_red(centre(one))
+    outside = np.array([CAM - 0.5 * AXIS, CAM + 2.0 * RIGHT + 0.1 * AXIS, on_axis(1.0) + 5.0 * UP])
+    assert np.array_equal(renderer.render(outside), empty)  # behind the camera or out of frame
+    extreme = np.array([CAM + 1e-4 * AXIS, on_axis(5e3), CAM + 2e-3 * AXIS + 1e-3 * RIGHT, on_axis(1e-2)])
+    img = renderer.render(extreme, optics=np.tile([0.9, 1.0], (4, 1)))
+    assert img.shape == (SIZE, SIZE, 3) and img.dtype == np.uint8
+    assert np.array_equal(img, renderer.render(extreme, optics=np.tile([0.9, 1.0], (4, 1))))
+    with pytest.raises(ValueError, match="optics"):
+        renderer.render(extreme, optics=np.full((4, 2), 2.0))
+
+
+def test_orbit_zoom_and_views(runtime, renderer):
+    from engine.render_camera import orbit, tile
+
+    eye = orbit(CAM, TARGET, azimuth_deg=90.0, elevation_deg=0.0, zoom=2.0)
+    assert np.linalg.norm(np.subtract(eye, TARGET)) == pytest.approx(0.5 * np.linalg.norm(CAM - TARGET))
+    assert eye[2] - TARGET[2] == pytest.approx(0.5 * (CAM[2] - TARGET[2]))  # same elevation angle
+    assert np.allclose(orbit(CAM, TARGET, azimuth_deg=360.0), CAM)
+    assert orbit(CAM, TARGET, elevation_deg=200.0)[2] < CAM[2] + np.linalg.norm(CAM - TARGET)  # clamped
+    with pytest.raises(ValueError, match="zoom"):
+        orbit(CAM, TARGET, zoom=0.0)
+    x, c = blob(200)
+    front = renderer.render(x, c)
+    renderer.set_camera(orbit(CAM, TARGET, azimuth_deg=90.0), TARGET)
+    side = renderer.render(x, c)
+    renderer.set_camera(tuple(CAM), tuple(TARGET))
+    assert not np.array_equal(front, side)
+    assert np.array_equal(renderer.render(x, c), front)
+    both = tile([front, side])
+    assert both.shape == (SIZE, 2 * SIZE + 2, 3) and np.array_equal(both[:, SIZE + 2 :], side)
+    with pytest.raises(ValueError, match="height"):
+        tile([front, side[:-1]])
+
+
+def test_clear_liquid_casts_no_shadow(runtime):
+    """A ball of water (clear) lets the light through: outside its silhouette the floor looks as
+    in the empty scene, while the same ball drawn opaque darkens the floor in its shadow."""
+    from engine import sampling
+    from engine.render import Renderer
+
+    spacing = 0.0125
+    x = sampling.sphere((0.5, 0.5, 0.35), 0.05, spacing)
+    colors = np.tile((0.55, 0.75, 0.95), (len(x), 1))
+    renderer = Renderer(
+        width=SIZE, height=SIZE, camera_pos=(0.5, 0.5, 1.2), look_at=(0.5, 0.5, 0.0), particle_radius=0.7 * spacing
+    )
+    empty = renderer.render(np.zeros((0, 3))).astype(float)
+    clear = renderer.render(x, colors, optics=np.tile((0.9, 1.0), (len(x), 1))).astype(float)
+    opaque = renderer.render(x, colors, optics=np.tile((0.0, 1.0), (len(x), 1))).astype(float)
+    # The ball projects within ~5 px of the image centre (camera straight above); its shadow
+    # falls 10-16 px away along the light's horizontal direction.
+    c = np.arange(SIZE) + 0.5 - 0.5 * SIZE
+    outside = np.hypot(c[:, None], c[None, :]) > 8
+    shadow = (empty - opaque).mean(-1) > 20
+    assert (shadow & outside).sum() >= 20, (shadow & outside).sum()
+    assert np.abs(clear - empty).max(-1)[outside].max() <= 2
