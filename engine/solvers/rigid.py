@@ -233,9 +233,12 @@ def _owner(
     (the shape's SDF is evaluated only inside its bounding sphere)."""
     owner = -1
     for r in ti.static(range(len(kinds))):
-        if owner < 0 and (p - pos[s_in, b, r]).norm_sqr() < radius[r] ** 2:
-            if sdf_world(ti.static(kinds[r]), shape[r], pos[s_in, b, r], quat[s_in, b, r], p, mesh_sdf)[0] < 0.0:
-                owner = r
+        if owner < 0:
+            # Nested tests: Taichi's reverse mode gave NaN adjoints for ``owner < 0 and d2 < r2``.
+            centre_offset = p - pos[s_in, b, r]
+            if centre_offset.dot(centre_offset) < radius[r] * radius[r]:
+                if sdf_world(ti.static(kinds[r]), shape[r], pos[s_in, b, r], quat[s_in, b, r], p, mesh_sdf)[0] < 0.0:
+                    owner = r
     return owner
 
 
@@ -381,20 +384,19 @@ def _put_back(kind: ti.template(), shape, mesh_sdf: ti.template(), radius, xp, x
     outside its bounding sphere are not tested."""
     out = xp
     local1 = quat_rotate_inverse(quat1, xp - pos1)
-    d1 = ti.Vector([1.0, 0.0, 0.0, 0.0])
-    if local1.norm_sqr() < radius**2:
+    if local1.norm_sqr() < radius * radius:
         d1 = sdf_local(kind, shape, local1, mesh_sdf)
-    if d1[0] < 0.0:
-        local0 = quat_rotate_inverse(quat0, x0 - pos0)
-        d0 = sdf_local(kind, shape, local0, mesh_sdf)
-        target = local1 - d1[0] * ti.Vector([d1[1], d1[2], d1[3]])
-        if d0[0] >= 0.0:
-            n0 = ti.Vector([d0[1], d0[2], d0[3]])
-            plane = local0 - d0[0] * n0  # the surface point nearest the start
-            slid = local1 - ti.min((local1 - plane).dot(n0), 0.0) * n0
-            ds = sdf_local(kind, shape, slid, mesh_sdf)
-            target = ti.select(ds[0] >= 0.0, slid, slid - ds[0] * ti.Vector([ds[1], ds[2], ds[3]]))
-        out = pos1 + quat_rotate(quat1, target)
+        if d1[0] < 0.0:
+            local0 = quat_rotate_inverse(quat0, x0 - pos0)
+            d0 = sdf_local(kind, shape, local0, mesh_sdf)
+            target = local1 - d1[0] * ti.Vector([d1[1], d1[2], d1[3]])
+            if d0[0] >= 0.0:
+                n0 = ti.Vector([d0[1], d0[2], d0[3]])
+                plane = local0 - d0[0] * n0  # the surface point nearest the start
+                slid = local1 - ti.min((local1 - plane).dot(n0), 0.0) * n0
+                ds = sdf_local(kind, shape, slid, mesh_sdf)
+                target = ti.select(ds[0] >= 0.0, slid, slid - ds[0] * ti.Vector([ds[1], ds[2], ds[3]]))
+            out = pos1 + quat_rotate(quat1, target)
     return out
 
 
