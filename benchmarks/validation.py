@@ -9,6 +9,10 @@ Cases: ``hertz``, ``dam_break``, ``hydrostatic``, ``elastic_column``, ``bingham_
 ``taylor_green``.
 
 Usage: python benchmarks/validation.py [--case NAME] [--quick] [--out benchmarks/results/validation]
+       [--liquid-model projected]
+
+``--liquid-model projected`` runs ``dam_break`` and ``hydrostatic`` with the pressure-projected
+liquid (``SimConfig.liquid_model``, engine/solvers/pressure.py) and writes ``<case>_projected``.
 
 Case ``hertz`` — a rigid sphere pressed into an elastomer (engine/solvers/fem.py, penalty contact
 of engine/coupling/sensors.py)
@@ -304,26 +308,28 @@ class Case:
 
     Attributes:
         name: the ``--case`` name and the output file stem.
-        run: ``run(quick) -> dict`` (JSON-ready; ``quick`` selects the reduced setup). The dict
-            holds ``passed`` (bool) and ``max_rel_error``.
+        run: ``run(quick, **options) -> dict`` (JSON-ready; ``quick`` selects the reduced setup).
+            The dict holds ``passed`` (bool) and ``max_rel_error``.
         plot: ``plot(result, path)`` writes a PNG of the result.
+        options: the keyword options ``run`` takes (``liquid_model``).
     """
 
     name: str
-    run: Callable[[bool], dict]
+    run: Callable[..., dict]
     plot: Callable[[dict, Path], None]
+    options: tuple[str, ...] = ()
 
 
 CASES: dict[str, Case] = {}
 
 
-def register(name: str, plot: Callable[[dict, Path], None]):
-    """Decorator: register ``run(quick) -> dict`` as case ``name`` with its ``plot``."""
+def register(name: str, plot: Callable[[dict, Path], None], options: tuple[str, ...] = ()):
+    """Decorator: register ``run(quick, **options) -> dict`` as case ``name`` with its ``plot``."""
 
     def wrap(run):
         if name in CASES:
             raise ValueError(f"validation case {name!r} is registered twice")
-        CASES[name] = Case(name, run, plot)
+        CASES[name] = Case(name, run, plot, options)
         return run
 
     return wrap
@@ -674,12 +680,14 @@ def _crossing_periods(t: np.ndarray, s: np.ndarray) -> np.ndarray:
     return np.diff(tc)
 
 
-def _confined_column(material, setup):
+def _confined_column(material, setup, liquid_model: str = "weakly_compressible"):
     """A column of ``material`` in the corner of the domain, laterally confined by slip walls.
 
     The column spans ``[lo, lo + w]^2 x [lo, lo + H]`` with ``w = setup.width_cells * dx``: the
     domain walls bound it at x = lo, y = lo and below, frictionless slip boxes at x = lo + w
-    and y = lo + w. Returns ``(simulator, points (N, 3), dx, lo)``.
+    and y = lo + w. The step is ``setup.cfl`` dx over the material's wave speed, or one substep of
+    ``setup.record_interval`` for a projected liquid (``liquid_model``), which has no sound speed.
+    Returns ``(simulator, points (N, 3), dx, lo)``.
     """
     from engine import sampling
     from engine.config import SimConfig
@@ -692,10 +700,11 @@ def _confined_column(material, setup):
     lo = bound * dx
     spacing = dx / setup.particles_per_cell
     dt = setup.cfl * dx / material.wave_speed()
-    substeps = max(1, math.ceil(setup.record_interval / dt))
+    substeps = max(1, math.ceil(setup.record_interval / dt)) if liquid_model == "weakly_compressible" else 1
     config = SimConfig(
-        grid_res=n, domain_size=size, dt=setup.record_interval / substeps, substeps=substeps, boundary_cells=bound
-    )
+        grid_res=n, domain_size=size, dt=setup.record_interval / substeps, substeps=substeps, boundary_cells=bound,
+        liquid_model=liquid_model,
+    )  # fmt: skip
     builder = SceneBuilder(config)
     w = setup.width_cells * dx
     points = sampling.box((lo, lo, lo), (lo + w, lo + w, lo + setup.height), spacing)
@@ -727,7 +736,10 @@ class DamBreakSetup:
         length_over_a: interior length of the domain along x, in units of a (the far wall).
         slab_cells: slab thickness along y [cells].
         particles_per_cell: particles per cell edge.
-        cfl: dt = cfl * dx / c (c = sqrt(K / rho), the liquid's sound speed).
+        cfl: dt = cfl * dx / c (c = sqrt(K / rho), the liquid's sound speed) for the weakly
+            compressible liquid; dt = cfl * dx / u for the projected one, u = 2 sqrt(2 g a) (the
+            surge front's speed, dZ/dT = 2: Martin & Moyce's late slope is about 1.6-1.9).
+        liquid_model: ``SimConfig.liquid_model`` of the water (``--liquid-model``).
         record_T: front sampling interval in T = t sqrt(2 g / a).
         T_end: last simulated T.
         near_floor_over_a: the front is taken among particles below this height [a].
@@ -743,6 +755,7 @@ class DamBreakSetup:
     slab_cells: int = 2
     particles_per_cell: int = 2
     cfl: float = 0.5
+    liquid_model: str = "weakly_compressible"
     record_T: float = 0.05
     T_end: float = 6.5
     near_floor_over_a: float = 0.25
@@ -750,9 +763,9 @@ class DamBreakSetup:
     tolerance: float = 0.10
 
     @classmethod
-    def reduced(cls) -> DamBreakSetup:
+    def reduced(cls, **changes) -> DamBreakSetup:
         """The test's version: a 64-cell grid (a = 5.9 cells instead of 11.8)."""
-        return cls(grid_res=64)
+        return cls(**{"grid_res": 64, **changes})
 
 
 def run_dam_break(setup: DamBreakSetup) -> dict:
@@ -774,8 +787,12 @@ def run_dam_break(setup: DamBreakSetup) -> dict:
     spacing = dx / setup.particles_per_cell
     t_unit = math.sqrt(a / (2.0 * g))  # t = T * t_unit
     step = setup.record_T * t_unit
-    substeps = max(1, math.ceil(step / (setup.cfl * dx / WATER.wave_speed())))
-    config = SimConfig(grid_res=n, domain_size=size, dt=step / substeps, substeps=substeps, boundary_cells=bound)
+    speed = WATER.wave_speed() if setup.liquid_model == "weakly_compressible" else 2.0 * math.sqrt(2.0 * g * a)
+    substeps = max(1, math.ceil(step / (setup.cfl * dx / speed)))
+    config = SimConfig(
+        grid_res=n, domain_size=size, dt=step / substeps, substeps=substeps, boundary_cells=bound,
+        liquid_model=setup.liquid_model,
+    )  # fmt: skip
     builder = SceneBuilder(config)
     slab = setup.slab_cells * dx
     points = sampling.box((lo, lo, lo), (lo + a, lo + slab, lo + 2.0 * a), spacing)
@@ -894,8 +911,9 @@ def plot_dam_break(result: dict, path: Path) -> None:
     )
     ax[2].legend(fontsize=8, markerscale=5)
     fig.suptitle(
-        f"Dam break (n^2 = 2): a = {1e3 * s['a']:.2f} mm = {result['a_over_dx']:.1f} dx, weakly compressible "
-        f"water, slab {s['slab_cells']} cells thick between slip walls",
+        f"Dam break (n^2 = 2): a = {1e3 * s['a']:.2f} mm = {result['a_over_dx']:.1f} dx, "
+        f"{s.get('liquid_model', 'weakly_compressible').replace('_', ' ')} water, "
+        f"slab {s['slab_cells']} cells thick between slip walls",
         fontsize=9,
     )
     fig.tight_layout()
@@ -903,10 +921,11 @@ def plot_dam_break(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
-@register("dam_break", plot_dam_break)
-def dam_break_case(quick: bool = False) -> dict:
+@register("dam_break", plot_dam_break, options=("liquid_model",))
+def dam_break_case(quick: bool = False, liquid_model: str = "weakly_compressible") -> dict:
     """Water column collapse against Martin & Moyce (1952)."""
-    return run_dam_break(DamBreakSetup.reduced() if quick else DamBreakSetup())
+    setup = DamBreakSetup.reduced if quick else DamBreakSetup
+    return run_dam_break(setup(liquid_model=liquid_model))
 
 
 # ------------------------------------------------------------------------------------ hydrostatic
@@ -927,6 +946,9 @@ class HydrostaticSetup:
         floor_cells: particles starting less than this many cells above the floor are left out
             of the bins (the floor's boundary layer) and reported on their own.
         tolerance: pass if their |p / p_ref - 1| <= tolerance.
+        liquid_model: ``SimConfig.liquid_model`` of the water (``--liquid-model``). Projected: the
+            pressure is the solved node pressure (``PressureProjection.pressure``) of the column's
+            liquid nodes, interpolated linearly in height to each particle's starting position.
     """
 
     height: float = 0.4
@@ -942,11 +964,12 @@ class HydrostaticSetup:
     compared_from: float = 0.25
     floor_cells: float = 1.0
     tolerance: float = 0.02
+    liquid_model: str = "weakly_compressible"
 
     @classmethod
-    def reduced(cls) -> HydrostaticSetup:
+    def reduced(cls, **changes) -> HydrostaticSetup:
         """The test's version: a 48-cell grid (H = 38 cells instead of 80), 0.4 s (5 periods)."""
-        return cls(grid_res=48, t_end=0.4)
+        return cls(**{"grid_res": 48, "t_end": 0.4, **changes})
 
 
 def run_hydrostatic(setup: HydrostaticSetup) -> dict:
@@ -957,7 +980,8 @@ def run_hydrostatic(setup: HydrostaticSetup) -> dict:
 
     started = time.perf_counter()
     g, rho, K = 9.81, WATER.density, WATER.E
-    sim, points, dx, lo = _confined_column(WATER, setup)
+    projected = setup.liquid_model == "projected"
+    sim, points, dx, lo = _confined_column(WATER, setup, setup.liquid_model)
     sim.reset()
     control = torch.zeros(1, sim.n_colliders, 6, dtype=sim.dtype)
     spacing = dx / setup.particles_per_cell
@@ -971,7 +995,10 @@ def run_hydrostatic(setup: HydrostaticSetup) -> dict:
     for k in range(n_steps):
         sim.step(control)
         J = sim.get_state().J[0].numpy()
-        p = K * (1.0 - J)  # the fluid's equation of state: Cauchy stress K (J - 1) I
+        if projected:
+            p = _column_pressure(sim, rho, points, dx)
+        else:
+            p = K * (1.0 - J)  # the fluid's equation of state: Cauchy stress K (J - 1) I
         p_mean += weights[k] * p
         history["t"].append((k + 1) * setup.record_interval)
         history["p_bottom"].append(float(p[bottom].mean()))
@@ -1025,6 +1052,21 @@ def run_hydrostatic(setup: HydrostaticSetup) -> dict:
     }
 
 
+def _column_pressure(sim, rho: float, points: np.ndarray, dx: float) -> np.ndarray:
+    """The projected liquid's solved node pressure [Pa] in the node column with the most liquid
+    (FLUID) nodes, interpolated linearly in height between those nodes to ``points``' heights."""
+    from engine.linsolve import FLUID
+
+    P = sim.pressure.pressure(rho)[0].numpy()
+    kept = sim.pressure.last_system
+    fluid = np.zeros(P.shape, dtype=bool)
+    fluid[kept["crop"][1:]] = kept["flags"][0].numpy() == FLUID
+    counts = fluid.sum(axis=2)
+    i, j = np.unravel_index(np.argmax(counts), counts.shape)
+    k = np.flatnonzero(fluid[i, j])
+    return np.interp(points[:, 2], k * dx, P[i, j, k])
+
+
 def plot_hydrostatic(result: dict, path: Path) -> None:
     """Pressure against depth, the error per bin, the bottom pressure history."""
     import matplotlib
@@ -1041,7 +1083,8 @@ def plot_hydrostatic(result: dict, path: Path) -> None:
     ax[0].plot([r["p_sim_Pa"] for r in rows], depth, "o", color="C0", label="bin means")
     ax[0].plot(rho_g * np.array([0.0, s["height"]]), [0.0, s["height"]], "k-", label="rho g h")
     ax[0].invert_yaxis()
-    ax[0].set(xlabel="p [Pa]", ylabel="depth h [m]", title="pressure from J: p = K (1 - J)")
+    source = "solved node pressure" if s.get("liquid_model") == "projected" else "pressure from J: p = K (1 - J)"
+    ax[0].set(xlabel="p [Pa]", ylabel="depth h [m]", title=source)
     ax[0].legend(fontsize=8)
     tol = 100 * result["tolerance"]
     ax[1].axvspan(-tol, tol, color="C2", alpha=0.12, label="tolerance")
@@ -1072,10 +1115,11 @@ def plot_hydrostatic(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
-@register("hydrostatic", plot_hydrostatic)
-def hydrostatic_case(quick: bool = False) -> dict:
+@register("hydrostatic", plot_hydrostatic, options=("liquid_model",))
+def hydrostatic_case(quick: bool = False, liquid_model: str = "weakly_compressible") -> dict:
     """Resting water column against p = rho g h."""
-    return run_hydrostatic(HydrostaticSetup.reduced() if quick else HydrostaticSetup())
+    setup = HydrostaticSetup.reduced if quick else HydrostaticSetup
+    return run_hydrostatic(setup(liquid_model=liquid_model))
 
 
 # ------------------------------------------------------------------------------------ elastic_column
@@ -1827,12 +1871,27 @@ def _source_state() -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from engine.config import LIQUID_MODELS
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--case", action="append", choices=sorted(CASES), help="case to run (repeatable; default all)")
     parser.add_argument("--quick", action="store_true", help="the reduced setups (as the tests run them)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="directory for <case>.json and <case>.png")
     parser.add_argument("--arch", default="cpu", choices=["cpu", "cuda", "auto"])
+    parser.add_argument(
+        "--liquid-model", default="weakly_compressible", choices=LIQUID_MODELS,
+        help="SimConfig.liquid_model of the cases' water (dam_break, hydrostatic); a projected run writes "
+        "<case>_projected.json",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    options = {}
+    if args.liquid_model != "weakly_compressible":
+        options["liquid_model"] = args.liquid_model
+        cases = args.case or sorted(CASES)
+        others = [name for name in cases if "liquid_model" not in CASES[name].options]
+        if others:
+            parser.error(f"--liquid-model {args.liquid_model} applies to "
+                         f"{[n for n in CASES if 'liquid_model' in CASES[n].options]}, not to {others}")  # fmt: skip
 
     import engine
 
@@ -1841,7 +1900,8 @@ def main(argv: list[str] | None = None) -> None:
     results = {}
     for name in args.case or sorted(CASES):
         case = CASES[name]
-        result = case.run(args.quick)
+        result = case.run(args.quick, **options)
+        stem = name if not options else f"{name}_{args.liquid_model}"
         result.update(
             date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             command=" ".join([Path(sys.executable).name, *sys.argv]),
@@ -1850,8 +1910,8 @@ def main(argv: list[str] | None = None) -> None:
             quick=args.quick,
             source=_source_state(),
         )
-        (args.out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-        case.plot(result, args.out / f"{name}.png")
+        (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+        case.plot(result, args.out / f"{stem}.png")
         results[name] = result
     summary = {
         name: {k: r[k] for k in ("passed", "max_rel_error", "tolerance", "fit_range_mm", "wall_s") if k in r}

@@ -9,10 +9,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from engine.linsolve import METHODS
+
 
 def _finite(name: str, value: float) -> None:
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value!r}")
+
+
+#: The values of :attr:`SimConfig.liquid_model`.
+LIQUID_MODELS = ("weakly_compressible", "projected")
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,17 @@ class SimConfig:
             turns it off. 0.05 bounds the volume a liquid loses against colliders, but shifts a
             resting column's pressure by 3-4 % and depends on where a wall lies between grid
             nodes (benchmarks/validation.py, case ``hydrostatic``).
+        liquid_model: how liquid (``fluid``-model) materials resist compression.
+            ``"weakly_compressible"`` (the default): an equation-of-state pressure K (1 - J), an
+            explicit step limited by the sound speed sqrt(K / rho). ``"projected"``: a pressure
+            projection on the grid nodes each substep (engine/solvers/pressure.py); the liquid's
+            bulk modulus is unused, the step is limited by advection (and explicit viscosity).
+            Not combined with free rigid bodies (engine/solvers/rigid.py).
+        pressure_solver: Poisson method of the projected liquid's pressure solve, one of
+            ``engine.linsolve.METHODS``; MIC(0)-PCG by default, the fastest with its setup on the
+            liquid tasks' systems, whose flags change every substep
+            (benchmarks/results/liquid_projection.json, ``solvers``).
+        pressure_rtol: relative residual ||b - A p|| / ||b|| of that solve, in (0, 1).
     """
 
     grid_res: int = 64
@@ -44,6 +61,9 @@ class SimConfig:
     boundary_cells: int = 3
     max_speed: float | None = None
     packing_rate: float = 0.0
+    liquid_model: str = "weakly_compressible"
+    pressure_solver: str = "mic0"
+    pressure_rtol: float = 1e-5
 
     def __post_init__(self):
         if not isinstance(self.grid_res, int) or self.grid_res < 8:
@@ -64,6 +84,18 @@ class SimConfig:
         _finite("packing_rate", self.packing_rate)
         if not 0.0 <= self.packing_rate < 1.0:
             raise ValueError(f"packing_rate must be in [0, 1), got {self.packing_rate!r}")
+        if self.liquid_model not in LIQUID_MODELS:
+            raise ValueError(f"liquid_model must be one of {LIQUID_MODELS}, got {self.liquid_model!r}")
+        if self.liquid_model == "projected" and self.packing_rate > 0.0:
+            raise ValueError(
+                "packing_rate corrects the weakly compressible liquid's J; it must be 0 with "
+                f"liquid_model='projected', got {self.packing_rate!r}"
+            )
+        if self.pressure_solver not in METHODS:
+            raise ValueError(f"pressure_solver must be one of {METHODS}, got {self.pressure_solver!r}")
+        _finite("pressure_rtol", self.pressure_rtol)
+        if not 0.0 < self.pressure_rtol < 1.0:
+            raise ValueError(f"pressure_rtol must be in (0, 1), got {self.pressure_rtol!r}")
         if self.max_speed is not None:
             _finite("max_speed", self.max_speed)
             if self.max_speed <= 0:

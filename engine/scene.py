@@ -16,8 +16,10 @@ from engine.state import Model
 
 
 def check_stability(material: Material, config: SimConfig) -> None:
-    """Raise ValueError if an explicit substep of ``config.dt`` is unstable for ``material``."""
-    c = material.wave_speed()
+    """Raise ValueError if an explicit substep of ``config.dt`` is unstable for ``material``
+    (a projected liquid has no sound speed: its pressure is solved for, engine/solvers/pressure.py)."""
+    projected = material.kind == FLUID and config.liquid_model == "projected"
+    c = 0.0 if projected else material.wave_speed()
     if c * config.dt > config.dx:
         raise ValueError(
             f"material {material.name!r}: wave speed {c:.3g} m/s with dt={config.dt:g} s crosses more "
@@ -78,7 +80,8 @@ class SceneBuilder:
                 under the config's gravity (:func:`engine.hydrostatic.hydrostatic_start`): the free
                 surface is the top of these particles plus half a spacing, each particle gets
                 J0 = 1 - rho g d / K at its depth d below it and moves down by the compression of
-                the liquid beneath it. Otherwise J0 = 1.
+                the liquid beneath it. Otherwise J0 = 1. A ``projected`` liquid
+                (``SimConfig.liquid_model``) rests uncompressed, so there it changes nothing.
 
         Returns:
             The index range of the new particles.
@@ -95,7 +98,8 @@ class SceneBuilder:
         if hydrostatic:
             if material.kind != FLUID:
                 raise ValueError(f"hydrostatic: material {material.name!r} is {material.model!r}, not a fluid")
-            points, J0 = hydrostatic_start(points, material.density, material.E, float(spacing), cfg.gravity)
+            if cfg.liquid_model != "projected":
+                points, J0 = hydrostatic_start(points, material.density, material.E, float(spacing), cfg.gravity)
         lo = cfg.boundary_cells * cfg.dx
         hi = cfg.domain_size - cfg.boundary_cells * cfg.dx
         outside = np.any((points < lo) | (points > hi), axis=1)

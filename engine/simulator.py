@@ -3,8 +3,9 @@ backward, and checkpoints rollouts. It contains no physics of its own.
 
 * Parts: the MLS-MPM solver (engine/solvers/mpm.py), the collider coupling (engine/coupling/colliders.py)
   and, when the scene has them, the FEM sensors and their contact (engine/solvers/fem.py,
-  engine/coupling/sensors.py), free rigid bodies (engine/solvers/rigid.py) and shape-matched
-  particle bodies (engine/solvers/shape_matching.py). Each
+  engine/coupling/sensors.py), free rigid bodies (engine/solvers/rigid.py), shape-matched
+  particle bodies (engine/solvers/shape_matching.py) and, with ``SimConfig.liquid_model =
+  "projected"``, the liquid's pressure projection (engine/solvers/pressure.py). Each
   contributes stages to the phases of a substep (engine/solvers/base.py); a substep runs the
   stages in phase order, its adjoint in the reverse order.
 * Fast path (RL): :meth:`Simulator.reset` / :meth:`Simulator.step` advance B scenes in place on a
@@ -41,6 +42,7 @@ from engine.scene import check_stability
 from engine.solvers.base import PHASES, SlotState, Stage, Substep
 from engine.solvers.fem import N_SENSOR_PARAMS, FEMSolver, check_elastomer, check_sensor_dt
 from engine.solvers.mpm import MPMSolver
+from engine.solvers.pressure import PressureProjection, equation_of_state_mask
 from engine.solvers.rigid import RigidSolver
 from engine.solvers.shape_matching import ShapeMatchingSolver
 from engine.state import Model, ParticleState, SensorState, SimulationDiverged, State
@@ -142,7 +144,14 @@ class Simulator:
         # one for the rigid bodies; particle projections: one per collider, one for the bodies.
         n_sensor_sets = 1 if model.sensors else 0
         n_body_sets = 1 if nr else 0
-        n_conditions = K + n_sensor_sets + n_body_sets
+        # The projected liquid mode: one more grid velocity set, the last condition.
+        projected = cfg.liquid_model == "projected"
+        if projected and nr:
+            raise ValueError(
+                "SimConfig.liquid_model='projected' does not couple free rigid bodies (engine/solvers/rigid.py); "
+                "use liquid_model='weakly_compressible' for scenes with rigid bodies"
+            )
+        n_conditions = K + n_sensor_sets + n_body_sets + int(projected)
         self.mpm = MPMSolver(
             model, B, scatter, n_conditions, K + n_body_sets, staged_x=bool(K or nb or nr), staged_v=bool(nb),
             grid_mass_read_later=n_conditions > 0, mass_adjoint_from_later=bool(model.sensors or nr),
@@ -161,6 +170,12 @@ class Simulator:
             self.parts += [self.fem, SensorContact(model, self.colliders, self.fem, self.mpm, self.rigid)]
         if self.rigid is not None:  # after the sensors: its exchange adds their reaction
             self.parts.append(self.rigid)
+        self.pressure: PressureProjection | None = None
+        self._param_mask = None  # the material table the MPM stress sees: without liquids' E when projected
+        if projected:
+            self.pressure = PressureProjection(model, B, self.mpm, condition=K + n_sensor_sets)
+            self.parts.append(self.pressure)
+            self._param_mask = equation_of_state_mask(model)
         if nb:
             self.parts.append(ShapeMatchingSolver(model, B, self.mpm))
         self._accumulating = [part.name for part in self.parts if getattr(part, "accumulates_adjoint", False)]
@@ -193,6 +208,10 @@ class Simulator:
     def ring_slot(self) -> int:
         """The slot of :attr:`ring` that holds the fast path's current state."""
         return self._slot
+
+    def _mpm_params(self, params: torch.Tensor) -> torch.Tensor:
+        """The (B, M, 5) material table the MPM stress reads (liquids without E when projected)."""
+        return params if self._param_mask is None else params * self._param_mask
 
     def kept_bytes(self) -> int:
         """Bytes the backward's tape keeps per replayed substep (the MPM grids)."""
@@ -398,7 +417,7 @@ class Simulator:
         """Set the (B, M, 5) material parameter table (and the (B, S, 8) sensor parameters,
         default: the current ones, else the sensors') used by :meth:`step`."""
         self._loaded_params = self._check_params(params.detach().to(self.dtype))
-        self.mpm.load_params(self._loaded_params)
+        self.mpm.load_params(self._mpm_params(self._loaded_params))
         if sensor_params is not None or self._loaded_sensor_params is None:
             table = self.default_sensor_params() if sensor_params is None else sensor_params
             self._loaded_sensor_params = self._check_sensor_params(table.detach().to(self.dtype))
@@ -421,7 +440,7 @@ class Simulator:
             raise RuntimeError("call reset() before step()")
         control = torch.as_tensor(control, dtype=self.dtype)
         self._check_control(control[None], steps=1)
-        self.mpm.load_params(self._loaded_params)
+        self.mpm.load_params(self._mpm_params(self._loaded_params))
         if self.fem is not None:
             self.fem.load_params(self._loaded_sensor_params)
         if self.rigid is not None:
@@ -577,7 +596,7 @@ class Simulator:
         C, F, J, recorded sensor node positions and contact forces, the final sensor node
         velocities, the recorded rigid-body states and, if asked, the checkpoints."""
         mpm, fem, rigid = self.mpm, self.fem, self.rigid
-        mpm.load_params(params)
+        mpm.load_params(self._mpm_params(params))
         ctrl = self.colliders.control_arrays(pose, vel, needs_grad=False)
         ring = self.ring
         mpm.write(ParticleState(x0, v0, *extra[:3]), ring[mpm.name], 0)
@@ -668,7 +687,7 @@ class Simulator:
         density part is a separate reduction), pose, vel, sensor_params, the initial rigid-body
         state and body_params."""
         mpm, fem, rigid = self.mpm, self.fem, self.rigid
-        mpm.load_params(params)
+        mpm.load_params(self._mpm_params(params))
         if fem is not None:
             fem.load_params(sensor_params)
             fem.zero_params_grad()
@@ -726,6 +745,8 @@ class Simulator:
         g_x0 = mpm.read_array(tape[mpm.name].x.grad, 0, (3,))
         g_v0 = mpm.read_array(tape[mpm.name].v.grad, 0, (3,))
         g_params = mpm.params_grad() if need_params else None
+        if g_params is not None and self._param_mask is not None:
+            g_params = g_params * self._param_mask
         K = self.n_colliders
         g_pose, g_vel = ctrl.grads()
         g_sensor = fem.params_grad() if fem is not None else None
